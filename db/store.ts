@@ -1,0 +1,371 @@
+/**
+ * The SQLite store: organisations, keys, models, credit reservations and the usage log.
+ * It knows nothing of HTTP. Every money movement is one transaction, and the reservation rows make a
+ * crash lose nothing: start-up refunds whatever was still set aside.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { displayPrefix, generateCredentials, hashSecret, newId, secretMatches, type NewCredentials } from '../lib/credentials';
+import type { ModelCategory, ModelEntry, Principal } from '../lib/types';
+import { migrate } from './migrations';
+
+export interface OrgRow {
+  id: string;
+  name: string;
+  /** Null means unlimited. */
+  balanceMicro: number | null;
+  createdAt: string;
+}
+
+export interface KeyListing {
+  clientKey: string;
+  name: string;
+  orgName: string;
+  apiKeyPrefix: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+export interface CreatedKey extends NewCredentials {
+  org: OrgRow;
+}
+
+export interface ModelInput {
+  name: string;
+  ollamaModel: string;
+  category?: ModelCategory;
+  inputMicroPer1k?: number;
+  outputMicroPer1k?: number;
+  maxOutputTokens?: number | null;
+  tokenizer?: string | null;
+}
+
+export interface UsageRecord {
+  requestId: string;
+  route: string;
+  principal: Principal | null;
+  model: string | null;
+  promptTokens: number;
+  completionTokens: number;
+  costMicro: number;
+  status: number;
+  errorCode: string | null;
+  latencyMs: number;
+}
+
+export interface Reservation {
+  id: number | null;
+  orgId: string;
+  amountMicro: number;
+}
+
+interface PrincipalRow {
+  keyId: number;
+  clientKey: string;
+  keyName: string;
+  orgId: string;
+  orgName: string;
+  secretHash: Buffer;
+}
+
+interface ModelRow {
+  name: string;
+  ollama_model: string;
+  category: ModelCategory;
+  input_micro_1k: number;
+  output_micro_1k: number;
+  max_output_tokens: number | null;
+  tokenizer: string | null;
+}
+
+const now = (): string => new Date().toISOString();
+
+function toModelEntry(row: ModelRow): ModelEntry {
+  return {
+    name: row.name,
+    ollamaModel: row.ollama_model,
+    category: row.category,
+    inputMicroPer1k: row.input_micro_1k,
+    outputMicroPer1k: row.output_micro_1k,
+    maxOutputTokens: row.max_output_tokens,
+    tokenizer: row.tokenizer,
+    configured: true,
+  };
+}
+
+export class Store {
+  readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(file: string) {
+    if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    this.db = new Database(file);
+    // WAL lets the admin CLI read and write while the server runs; NORMAL sync is durable across
+    // process crashes (only an OS crash can lose the last commits) and keeps per-request writes cheap.
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    migrate(this.db);
+    this.stmts = this.prepare();
+  }
+
+  private prepare() {
+    const db = this.db;
+    const principalColumns = `k.id AS keyId, k.client_key AS clientKey, k.name AS keyName,
+      o.id AS orgId, o.name AS orgName, k.secret_hash AS secretHash`;
+    return {
+      principalByClientKey: db.prepare<[string], PrincipalRow>(
+        `SELECT ${principalColumns} FROM keys k JOIN orgs o ON o.id = k.org_id
+         WHERE k.client_key = ? AND k.revoked_at IS NULL`,
+      ),
+      principalByApiKeyHash: db.prepare<[Buffer], PrincipalRow>(
+        `SELECT ${principalColumns} FROM keys k JOIN orgs o ON o.id = k.org_id
+         WHERE k.api_key_hash = ? AND k.revoked_at IS NULL`,
+      ),
+      orgByName: db.prepare<[string], OrgRow>(
+        `SELECT id, name, balance_micro AS balanceMicro, created_at AS createdAt FROM orgs WHERE name = ?`,
+      ),
+      orgById: db.prepare<[string], OrgRow>(
+        `SELECT id, name, balance_micro AS balanceMicro, created_at AS createdAt FROM orgs WHERE id = ?`,
+      ),
+      insertOrg: db.prepare(`INSERT INTO orgs (id, name, balance_micro, created_at) VALUES (?, ?, ?, ?)`),
+      setBalance: db.prepare(`UPDATE orgs SET balance_micro = ? WHERE id = ?`),
+      addBalance: db.prepare(
+        `UPDATE orgs SET balance_micro = balance_micro + ? WHERE id = ? AND balance_micro IS NOT NULL`,
+      ),
+      takeBalance: db.prepare(
+        `UPDATE orgs SET balance_micro = balance_micro - @amount
+         WHERE id = @org AND balance_micro IS NOT NULL AND balance_micro >= @amount`,
+      ),
+      insertKey: db.prepare(
+        `INSERT INTO keys (client_key, name, org_id, secret_hash, api_key_hash, api_key_prefix, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      listKeys: db.prepare<[], KeyListing>(
+        `SELECT k.client_key AS clientKey, k.name, o.name AS orgName, k.api_key_prefix AS apiKeyPrefix,
+                k.created_at AS createdAt, k.revoked_at AS revokedAt
+         FROM keys k JOIN orgs o ON o.id = k.org_id ORDER BY k.id`,
+      ),
+      revokeKey: db.prepare(`UPDATE keys SET revoked_at = ? WHERE client_key = ? AND revoked_at IS NULL`),
+      modelByName: db.prepare<[string], ModelRow>(`SELECT * FROM models WHERE name = ?`),
+      listModels: db.prepare<[], ModelRow>(`SELECT * FROM models ORDER BY name`),
+      upsertModel: db.prepare(
+        `INSERT INTO models (name, ollama_model, category, input_micro_1k, output_micro_1k, max_output_tokens, tokenizer, created_at)
+         VALUES (@name, @ollamaModel, @category, @input, @output, @maxOutput, @tokenizer, @createdAt)
+         ON CONFLICT(name) DO UPDATE SET ollama_model = excluded.ollama_model, category = excluded.category,
+           input_micro_1k = excluded.input_micro_1k, output_micro_1k = excluded.output_micro_1k,
+           max_output_tokens = excluded.max_output_tokens, tokenizer = excluded.tokenizer`,
+      ),
+      removeModel: db.prepare(`DELETE FROM models WHERE name = ?`),
+      insertReservation: db.prepare(`INSERT INTO reservations (org_id, amount_micro, created_at) VALUES (?, ?, ?)`),
+      deleteReservation: db.prepare(`DELETE FROM reservations WHERE id = ?`),
+      orphanReservations: db.prepare<[], { id: number; org_id: string; amount_micro: number }>(
+        `SELECT id, org_id, amount_micro FROM reservations`,
+      ),
+      insertUsage: db.prepare(
+        `INSERT INTO usage (ts, request_id, org_id, key_id, route, model, prompt_tokens, completion_tokens,
+                            cost_micro, status, error_code, latency_ms)
+         VALUES (@ts, @requestId, @orgId, @keyId, @route, @model, @promptTokens, @completionTokens,
+                 @costMicro, @status, @errorCode, @latencyMs)`,
+      ),
+    };
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  // ---- organisations -------------------------------------------------------------------------
+
+  getOrgByName(name: string): OrgRow | undefined {
+    return this.stmts.orgByName.get(name);
+  }
+
+  getOrg(id: string): OrgRow | undefined {
+    return this.stmts.orgById.get(id);
+  }
+
+  createOrg(name: string, balanceMicro: number | null): OrgRow {
+    const org: OrgRow = { id: newId('org'), name, balanceMicro, createdAt: now() };
+    this.stmts.insertOrg.run(org.id, org.name, org.balanceMicro, org.createdAt);
+    return org;
+  }
+
+  /** Sets a balance outright; null makes the organisation unlimited. */
+  setBalance(orgId: string, balanceMicro: number | null): void {
+    this.stmts.setBalance.run(balanceMicro, orgId);
+  }
+
+  /** Tops up (or, with a negative amount, takes away) credits. An unlimited org becomes limited at `amount`. */
+  addCredits(orgId: string, amountMicro: number): OrgRow {
+    return this.db
+      .transaction(() => {
+        const org = this.getOrg(orgId);
+        if (!org) throw new Error(`no organisation ${orgId}`);
+        const next = (org.balanceMicro ?? 0) + amountMicro;
+        if (next < 0) throw new RangeError(`balance would go below zero (${org.balanceMicro ?? 0} + ${amountMicro})`);
+        this.stmts.setBalance.run(next, orgId);
+        return { ...org, balanceMicro: next };
+      })
+      .immediate();
+  }
+
+  // ---- keys ----------------------------------------------------------------------------------
+
+  /** Creates a key, and its organisation when `orgName` names none yet (or is omitted). */
+  createKey(input: { name: string; orgName?: string; balanceMicro?: number | null }): CreatedKey {
+    return this.db
+      .transaction((): CreatedKey => {
+        const orgName = input.orgName ?? input.name;
+        let org = this.getOrgByName(orgName);
+        if (!org) org = this.createOrg(orgName, input.balanceMicro ?? null);
+        else if (input.balanceMicro !== undefined) {
+          this.setBalance(org.id, input.balanceMicro);
+          org = { ...org, balanceMicro: input.balanceMicro };
+        }
+        const creds = generateCredentials();
+        this.stmts.insertKey.run(
+          creds.clientKey,
+          input.name,
+          org.id,
+          hashSecret(creds.clientSecret),
+          hashSecret(creds.apiKey),
+          displayPrefix(creds.apiKey),
+          now(),
+        );
+        return { ...creds, org };
+      })
+      .immediate();
+  }
+
+  listKeys(): KeyListing[] {
+    return this.stmts.listKeys.all();
+  }
+
+  revokeKey(clientKey: string): boolean {
+    return this.stmts.revokeKey.run(now(), clientKey).changes === 1;
+  }
+
+  /** The principal for a client key + secret pair, or undefined (unknown, revoked, or wrong secret). */
+  authenticateClient(clientKey: string, clientSecret: string): Principal | undefined {
+    const row = this.stmts.principalByClientKey.get(clientKey);
+    // Hash and compare even when the key is unknown, so timing does not tell which half was wrong.
+    const ok = secretMatches(clientSecret, row?.secretHash ?? DUMMY_HASH) && row !== undefined;
+    return ok ? stripHash(row) : undefined;
+  }
+
+  /** The principal for an api_key bearer token, looked up by its hash. */
+  authenticateApiKey(apiKey: string): Principal | undefined {
+    const row = this.stmts.principalByApiKeyHash.get(hashSecret(apiKey));
+    return row ? stripHash(row) : undefined;
+  }
+
+  // ---- models --------------------------------------------------------------------------------
+
+  getModel(name: string): ModelEntry | undefined {
+    const row = this.stmts.modelByName.get(name);
+    return row ? toModelEntry(row) : undefined;
+  }
+
+  listModels(): ModelEntry[] {
+    return this.stmts.listModels.all().map(toModelEntry);
+  }
+
+  setModel(input: ModelInput): ModelEntry {
+    this.stmts.upsertModel.run({
+      name: input.name,
+      ollamaModel: input.ollamaModel,
+      category: input.category ?? 'chat',
+      input: input.inputMicroPer1k ?? 0,
+      output: input.outputMicroPer1k ?? 0,
+      maxOutput: input.maxOutputTokens ?? null,
+      tokenizer: input.tokenizer ?? null,
+      createdAt: now(),
+    });
+    return this.getModel(input.name) as ModelEntry;
+  }
+
+  removeModel(name: string): boolean {
+    return this.stmts.removeModel.run(name).changes === 1;
+  }
+
+  // ---- credits -------------------------------------------------------------------------------
+
+  /**
+   * Sets `amountMicro` aside from the organisation's balance, or returns undefined when the balance
+   * cannot cover it. Unlimited organisations get a reservation that moves no money.
+   */
+  reserve(orgId: string, amountMicro: number): Reservation | undefined {
+    return this.db
+      .transaction((): Reservation | undefined => {
+        const org = this.getOrg(orgId);
+        if (!org) return undefined;
+        if (org.balanceMicro === null) return { id: null, orgId, amountMicro: 0 };
+        if (this.stmts.takeBalance.run({ org: orgId, amount: amountMicro }).changes !== 1) return undefined;
+        const id = Number(this.stmts.insertReservation.run(orgId, amountMicro, now()).lastInsertRowid);
+        return { id, orgId, amountMicro };
+      })
+      .immediate();
+  }
+
+  /**
+   * Charges `chargeMicro` (at most the reserved amount) against a reservation, gives the rest back
+   * and writes the usage row, all in one transaction.
+   */
+  settle(reservation: Reservation | null, chargeMicro: number, usage: UsageRecord): void {
+    this.db
+      .transaction(() => {
+        if (reservation && reservation.id !== null) {
+          const refund = reservation.amountMicro - Math.min(chargeMicro, reservation.amountMicro);
+          if (refund > 0) this.stmts.addBalance.run(refund, reservation.orgId);
+          this.stmts.deleteReservation.run(reservation.id);
+        }
+        this.insertUsage(usage);
+      })
+      .immediate();
+  }
+
+  /** A usage row for a request that moved no money (refused, failed before reserving, free route). */
+  recordUsage(usage: UsageRecord): void {
+    this.insertUsage(usage);
+  }
+
+  /** Refunds reservations left behind by a crash. Run at start-up, before serving. */
+  refundOrphanReservations(): number {
+    return this.db
+      .transaction(() => {
+        const rows = this.stmts.orphanReservations.all();
+        for (const row of rows) {
+          this.stmts.addBalance.run(row.amount_micro, row.org_id);
+          this.stmts.deleteReservation.run(row.id);
+        }
+        return rows.length;
+      })
+      .immediate();
+  }
+
+  private insertUsage(usage: UsageRecord): void {
+    this.stmts.insertUsage.run({
+      ts: now(),
+      requestId: usage.requestId,
+      orgId: usage.principal?.orgId ?? null,
+      keyId: usage.principal?.keyId ?? null,
+      route: usage.route,
+      model: usage.model,
+      promptTokens: usage.promptTokens,
+      completionTokens: usage.completionTokens,
+      costMicro: usage.costMicro,
+      status: usage.status,
+      errorCode: usage.errorCode,
+      latencyMs: usage.latencyMs,
+    });
+  }
+}
+
+const DUMMY_HASH = hashSecret('cs_not-a-real-secret');
+
+function stripHash(row: PrincipalRow): Principal {
+  return { keyId: row.keyId, clientKey: row.clientKey, keyName: row.keyName, orgId: row.orgId, orgName: row.orgName };
+}

@@ -1,0 +1,61 @@
+/**
+ * Maps what can go wrong talking to Ollama onto the gateway's error codes:
+ * unreachable or broken → 502, busy → 503, missing model → 404, a rejected request → 400.
+ */
+import { GatewayError } from '../errors';
+
+/** Shape of ollama-js's (unexported) ResponseError: a non-2xx answer before the stream began. */
+interface ResponseErrorLike {
+  name: 'ResponseError';
+  error: string;
+  status_code: number;
+}
+
+function isResponseError(err: unknown): err is ResponseErrorLike {
+  return err instanceof Error && err.name === 'ResponseError' && typeof (err as Partial<ResponseErrorLike>).status_code === 'number';
+}
+
+export function isAbortError(err: unknown): boolean {
+  return err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError');
+}
+
+/** Seconds a client is told to wait when Ollama says it is busy. */
+export const BUSY_RETRY_AFTER_SECONDS = 2;
+
+/**
+ * Classifies a failure that happened before Ollama sent its first line.
+ * `model` is the Ollama model name, used to say what to pull.
+ */
+export function failureBeforeFirstByte(err: unknown, backendUrl: string, model: string): GatewayError {
+  if (err instanceof GatewayError) return err;
+  if (isResponseError(err)) {
+    const status = err.status_code;
+    const message = err.error;
+    if (status === 404) {
+      return new GatewayError('model_not_found', `Ollama at ${backendUrl} has no model '${model}'; run \`ollama pull ${model}\` there.`, { cause: err });
+    }
+    if (status === 429 || status === 503) {
+      return new GatewayError('overloaded', `Ollama is busy: ${message}`, { retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS, cause: err });
+    }
+    if (status === 400) return new GatewayError('invalid_request', `Ollama rejected the request: ${message}`, { cause: err });
+    return new GatewayError('backend_error', `Ollama answered ${status}: ${message}`, { cause: err });
+  }
+  return new GatewayError('backend_unavailable', `Ollama at ${backendUrl} is unreachable: ${describe(err)}`, { cause: err });
+}
+
+/** Classifies a failure after the stream began: an `{"error"}` line, a cut connection, or garbage. */
+export function failureMidStream(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  return new GatewayError('backend_error', `Ollama failed mid-answer: ${describe(err)}`, { cause: err });
+}
+
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  // undici reports "fetch failed" with the socket error as its cause; the cause is the useful part.
+  const cause = err.cause;
+  if (cause instanceof Error) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    return code ? `${cause.message} (${code})` : cause.message;
+  }
+  return err.message;
+}

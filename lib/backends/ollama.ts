@@ -1,0 +1,239 @@
+/**
+ * One Ollama host, through the official `ollama` client.
+ *
+ * Every generation is streamed from Ollama, even when the caller wants one JSON answer: it is the only
+ * mode in which the request can be aborted (ollama-js gives non-streamed calls no signal), and it lets
+ * the core bill exactly what was relayed when a client leaves.
+ */
+import { Ollama, type ChatRequest as OllamaChatRequest, type GenerateRequest, type Message, type Options } from 'ollama';
+import { Agent, fetch as undiciFetch } from 'undici';
+import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
+import { failureBeforeFirstByte, failureMidStream } from './failures';
+import type { Backend, BackendChatRequest, BackendChunk, BackendModel, EmbedResult } from './types';
+
+export interface OllamaBackendOptions {
+  /**
+   * Longest wait for Ollama's response headers. Ollama sends none until the first token, i.e. after
+   * a model load and the whole prompt evaluation, so undici's 5-minute default cuts healthy requests.
+   */
+  headersTimeoutMs: number;
+  /** Longest silence between two lines of a streamed answer. */
+  bodyTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+export const DEFAULT_OLLAMA_BACKEND_OPTIONS: OllamaBackendOptions = {
+  headersTimeoutMs: 30 * 60_000,
+  bodyTimeoutMs: 10 * 60_000,
+  connectTimeoutMs: 10_000,
+};
+
+type FetchLike = typeof fetch;
+
+/** What a native NDJSON line may carry beyond ollama-js's types (tool-call ids, generate's `response`). */
+interface RawLine {
+  message?: { content?: string; thinking?: string; tool_calls?: RawToolCall[] };
+  response?: string;
+  thinking?: string;
+  done?: boolean;
+  done_reason?: string;
+  prompt_eval_count?: number;
+  eval_count?: number;
+}
+
+interface RawToolCall {
+  id?: string;
+  function?: { name?: string; arguments?: Record<string, unknown> };
+}
+
+export class OllamaBackend implements Backend {
+  readonly url: string;
+  private readonly agent: Agent;
+  private readonly fetch: FetchLike;
+
+  constructor(url: string, options: OllamaBackendOptions = DEFAULT_OLLAMA_BACKEND_OPTIONS) {
+    this.url = url.replace(/\/+$/, '');
+    // One keep-alive pool per host: connection reuse is most of the proxy's latency budget.
+    this.agent = new Agent({
+      headersTimeout: options.headersTimeoutMs,
+      bodyTimeout: options.bodyTimeoutMs,
+      connect: { timeout: options.connectTimeoutMs },
+      keepAliveTimeout: 30_000,
+    });
+    const agent = this.agent;
+    // undici's fetch and the DOM fetch type describe the same function with different type packages;
+    // the cast bridges the two declarations, not two behaviours.
+    this.fetch = ((input: Parameters<typeof undiciFetch>[0], init?: Parameters<typeof undiciFetch>[1]) =>
+      undiciFetch(input, { ...init, dispatcher: agent })) as unknown as FetchLike;
+  }
+
+  /** A client per request: ollama-js keeps every unfinished stream in a per-instance list, which would leak. */
+  private client(signal?: AbortSignal): Ollama {
+    const base = this.fetch;
+    const fetchWithSignal: FetchLike = signal
+      ? (input, init) => base(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal })
+      : base;
+    return new Ollama({ host: this.url, fetch: fetchWithSignal });
+  }
+
+  async chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk>> {
+    // Our own controller too, so that a consumer that stops reading early also stops Ollama generating.
+    const upstream = new AbortController();
+    const client = this.client(AbortSignal.any([request.signal, upstream.signal]));
+    let lines: AsyncIterator<RawLine>;
+    let first: IteratorResult<RawLine>;
+    try {
+      const iterable =
+        request.input.kind === 'messages'
+          ? await client.chat({ ...this.chatBody(request), stream: true })
+          : await client.generate({ ...this.generateBody(request), stream: true });
+      lines = (iterable as AsyncIterable<RawLine>)[Symbol.asyncIterator]();
+      first = await lines.next();
+    } catch (err) {
+      upstream.abort();
+      throw failureBeforeFirstByte(err, this.url, request.model);
+    }
+    return relay(first, lines, upstream);
+  }
+
+  async embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult> {
+    try {
+      const res = await this.client(signal).embed({ model, input });
+      return res.prompt_eval_count ? { embeddings: res.embeddings, promptTokens: res.prompt_eval_count } : { embeddings: res.embeddings };
+    } catch (err) {
+      throw failureBeforeFirstByte(err, this.url, model);
+    }
+  }
+
+  async listModels(signal?: AbortSignal): Promise<BackendModel[]> {
+    try {
+      const res = await this.client(signal).list();
+      return res.models.map((m) => {
+        const raw = m as typeof m & { capabilities?: string[] };
+        const model: BackendModel = { name: m.name, modifiedAt: new Date(m.modified_at).toISOString() };
+        if (m.details?.family) model.family = m.details.family;
+        if (Array.isArray(raw.capabilities)) model.capabilities = raw.capabilities;
+        return model;
+      });
+    } catch (err) {
+      throw failureBeforeFirstByte(err, this.url, '');
+    }
+  }
+
+  async version(signal?: AbortSignal): Promise<string> {
+    try {
+      return (await this.client(signal).version()).version;
+    } catch (err) {
+      throw failureBeforeFirstByte(err, this.url, '');
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  private chatBody(request: BackendChatRequest): OllamaChatRequest {
+    const body: OllamaChatRequest = {
+      model: request.model,
+      messages: request.input.kind === 'messages' ? request.input.messages.map(toOllamaMessage) : [],
+      options: toOllamaOptions(request.options),
+    };
+    if (request.format !== undefined) body.format = request.format;
+    if (request.tools?.length) body.tools = request.tools.map(toOllamaTool);
+    if (request.think !== undefined) body.think = request.think;
+    return body;
+  }
+
+  private generateBody(request: BackendChatRequest): GenerateRequest {
+    const input = request.input;
+    const body: GenerateRequest = {
+      model: request.model,
+      prompt: input.kind === 'prompt' ? input.prompt : '',
+      options: toOllamaOptions(request.options),
+    };
+    if (input.kind === 'prompt' && input.suffix !== undefined) body.suffix = input.suffix;
+    if (request.format !== undefined) body.format = request.format;
+    if (request.think !== undefined) body.think = request.think;
+    return body;
+  }
+}
+
+/** Yields the first line already read, then the rest, turning any failure into a mid-stream error. */
+async function* relay(
+  first: IteratorResult<RawLine>,
+  lines: AsyncIterator<RawLine>,
+  upstream: AbortController,
+): AsyncGenerator<BackendChunk> {
+  let finished = false;
+  try {
+    let result = first;
+    while (!result.done) {
+      const chunk = toChunk(result.value);
+      if (chunk.done) finished = true;
+      yield chunk;
+      if (finished) return;
+      result = await lines.next();
+    }
+  } catch (err) {
+    throw failureMidStream(err);
+  } finally {
+    // A consumer that left before the final line: close the HTTP request so Ollama stops generating.
+    if (!finished) upstream.abort();
+  }
+}
+
+function toChunk(line: RawLine): BackendChunk {
+  const chunk: BackendChunk = {
+    content: line.message?.content ?? line.response ?? '',
+    thinking: line.message?.thinking ?? line.thinking ?? '',
+    toolCalls: (line.message?.tool_calls ?? []).map(fromOllamaToolCall),
+    done: line.done === true,
+  };
+  if (line.done_reason !== undefined) chunk.doneReason = line.done_reason;
+  if (typeof line.prompt_eval_count === 'number') chunk.promptEvalCount = line.prompt_eval_count;
+  if (typeof line.eval_count === 'number') chunk.evalCount = line.eval_count;
+  return chunk;
+}
+
+let toolCallCounter = 0;
+
+function fromOllamaToolCall(call: RawToolCall): ToolCall {
+  return {
+    // Older Ollama versions send no id; OpenAI clients need one to answer the call.
+    id: call.id ?? `call_${Date.now().toString(36)}${(toolCallCounter++).toString(36)}`,
+    name: call.function?.name ?? '',
+    arguments: call.function?.arguments ?? {},
+  };
+}
+
+function toOllamaMessage(message: ChatMessage): Message {
+  const out: Message = { role: message.role, content: message.content };
+  if (message.images?.length) out.images = message.images;
+  if (message.toolCalls?.length) {
+    out.tool_calls = message.toolCalls.map((call) => ({ function: { name: call.name, arguments: call.arguments } }));
+  }
+  if (message.toolName !== undefined) out.tool_name = message.toolName;
+  return out;
+}
+
+function toOllamaTool(tool: ToolSpec): NonNullable<OllamaChatRequest['tools']>[number] {
+  const fn: Record<string, unknown> = { name: tool.name };
+  if (tool.description !== undefined) fn.description = tool.description;
+  if (tool.parameters !== undefined) fn.parameters = tool.parameters;
+  // ollama-js types `parameters` narrowly; a JSON Schema object is what Ollama actually accepts.
+  return { type: 'function', function: fn as NonNullable<OllamaChatRequest['tools']>[number]['function'] };
+}
+
+/** Only the options the caller set, so the Modelfile's defaults stay in force for the rest. */
+function toOllamaOptions(options: GenerationOptions): Partial<Options> {
+  const out: Partial<Options> = {};
+  if (options.maxTokens !== undefined) out.num_predict = options.maxTokens;
+  if (options.temperature !== undefined) out.temperature = options.temperature;
+  if (options.topP !== undefined) out.top_p = options.topP;
+  if (options.topK !== undefined) out.top_k = options.topK;
+  if (options.seed !== undefined) out.seed = options.seed;
+  if (options.stop !== undefined) out.stop = options.stop;
+  if (options.presencePenalty !== undefined) out.presence_penalty = options.presencePenalty;
+  if (options.frequencyPenalty !== undefined) out.frequency_penalty = options.frequencyPenalty;
+  return out;
+}

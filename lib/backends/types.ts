@@ -1,0 +1,52 @@
+/**
+ * What the core needs from an inference host. The Ollama implementation is the real one; tests run
+ * it against the Ollama test double rather than swapping this interface out.
+ */
+import type { ChatInput, ChatRequest, ToolCall } from '../types';
+
+export interface BackendChatRequest {
+  /** The Ollama model name (aliases are already resolved). */
+  model: string;
+  input: ChatInput;
+  options: ChatRequest['options'];
+  format?: ChatRequest['format'];
+  tools?: ChatRequest['tools'];
+  think?: ChatRequest['think'];
+  signal: AbortSignal;
+}
+
+/** One parsed NDJSON line of Ollama's answer. */
+export interface BackendChunk {
+  content: string;
+  thinking: string;
+  toolCalls: ToolCall[];
+  done: boolean;
+  /** Only on the final chunk; Ollama omits zero counts, hence optional. */
+  doneReason?: string;
+  promptEvalCount?: number;
+  evalCount?: number;
+}
+
+export interface BackendModel {
+  /** `name:tag`, as /api/tags lists it. */
+  name: string;
+  modifiedAt: string;
+  family?: string;
+  /** Ollama's declared capabilities, when the host reports them (completion, embedding, vision…). */
+  capabilities?: string[];
+}
+
+export interface EmbedResult {
+  embeddings: number[][];
+  promptTokens?: number;
+}
+
+export interface Backend {
+  /** The base URL, used as the host's name in health output, logs and metrics. */
+  readonly url: string;
+  /** Streams the answer. The promise settles when Ollama's first line arrives (that is when it sends headers). */
+  chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk>>;
+  embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult>;
+  listModels(signal?: AbortSignal): Promise<BackendModel[]>;
+  version(signal?: AbortSignal): Promise<string>;
+}

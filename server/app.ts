@@ -1,0 +1,62 @@
+/**
+ * Builds the Express app: request id, helmet, the API shapes' routers, JSON 404s and one error handler.
+ */
+import express, { type Express, type Request, type Response } from 'express';
+import helmet from 'helmet';
+import { requestId, locals } from './context';
+import { covalidErrorFormat, covalidRouter, COVALID_PATH } from './dialects/covalid';
+import { plainErrorFormat, type ErrorFormat } from './error-format';
+import { errorHandler, notFound } from './error-handler';
+import { healthRouter } from './health';
+import type { Services } from './services';
+import type { GatewayError } from '../lib/errors';
+
+export interface AppOptions {
+  logError?: (err: unknown, requestId: string) => void;
+}
+
+/** Which API shape a path belongs to decides the format of its errors, 404s included. */
+function errorFormatFor(path: string): ErrorFormat {
+  if (path === COVALID_PATH) return covalidErrorFormat;
+  return plainErrorFormat;
+}
+
+export function createApp(services: Services, options: AppOptions = {}): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('trust proxy', false);
+  app.use(requestId);
+  app.use(helmet());
+
+  app.use(healthRouter(services));
+  app.use(covalidRouter(services));
+
+  app.use(notFound);
+  app.use(
+    errorHandler({
+      formatFor: errorFormatFor,
+      recordFailure: (req: Request, res: Response, err: GatewayError) => recordFailure(services, req, res, err),
+      logError: options.logError ?? ((err, id) => console.error(`[${id}]`, err)),
+    }),
+  );
+  return app;
+}
+
+/** Failed API calls are logged as usage too (status and latency), so an operator sees refusals. */
+function recordFailure(services: Services, _req: Request, res: Response, err: GatewayError): void {
+  const ctx = locals(res);
+  if (!ctx.route) return; // not an API route (404s, health): nothing to account for
+  services.store.recordUsage({
+    requestId: ctx.requestId,
+    route: ctx.route,
+    principal: ctx.principal ?? null,
+    model: ctx.model ?? null,
+    promptTokens: 0,
+    completionTokens: 0,
+    costMicro: 0,
+    status: err.status,
+    errorCode: err.code,
+    latencyMs: Date.now() - ctx.startedAt,
+  });
+}

@@ -1,0 +1,49 @@
+/**
+ * Credentials from every place the API shapes accept them → a Principal, or a 401.
+ */
+import type { Request } from 'express';
+import type { Store } from '../db/store';
+import { GatewayError } from '../lib/errors';
+import type { Principal } from '../lib/types';
+
+type Authenticator = Pick<Store, 'authenticateClient' | 'authenticateApiKey'>;
+
+function header(req: Request, name: string): string | undefined {
+  const value = req.headers[name];
+  return typeof value === 'string' && value.trim() !== '' ? value.trim() : undefined;
+}
+
+/** Covalid: `X-Client-Key` + `X-Client-Secret`. */
+export function authenticateClientPair(store: Authenticator, req: Request): Principal {
+  const clientKey = header(req, 'x-client-key');
+  const clientSecret = header(req, 'x-client-secret');
+  if (!clientKey || !clientSecret) {
+    throw new GatewayError('unauthenticated', 'Missing X-Client-Key or X-Client-Secret header.');
+  }
+  const principal = store.authenticateClient(clientKey, clientSecret);
+  if (!principal) throw new GatewayError('unauthenticated', 'Invalid client_key or client_secret.');
+  return principal;
+}
+
+/** The api_key, from `Authorization: Bearer`, `X-API-Key` or `?api_key=` (AimiChat's three ways). */
+export function apiKeyFrom(req: Request): string | undefined {
+  const authorization = header(req, 'authorization');
+  if (authorization) {
+    const match = /^Bearer\s+(\S+)$/i.exec(authorization);
+    if (match) return match[1];
+  }
+  const xApiKey = header(req, 'x-api-key');
+  if (xApiKey) return xApiKey;
+  const query = req.query['api_key'];
+  return typeof query === 'string' && query !== '' ? query : undefined;
+}
+
+export function authenticateApiKey(store: Authenticator, req: Request): Principal {
+  const apiKey = apiKeyFrom(req);
+  if (!apiKey) {
+    throw new GatewayError('unauthenticated', 'No API key provided. Send it as "Authorization: Bearer <key>", an X-API-Key header, or ?api_key=.');
+  }
+  const principal = store.authenticateApiKey(apiKey);
+  if (!principal) throw new GatewayError('unauthenticated', 'Incorrect API key provided.');
+  return principal;
+}

@@ -1,0 +1,67 @@
+/**
+ * Configuration from the environment, parsed and validated once at start-up. A bad value stops the
+ * process with a message that names the variable.
+ */
+import { z } from 'zod';
+
+const integer = (fallback: number, min = 0) => z.coerce.number().int().min(min).default(fallback);
+
+/** `OLLAMA_HOST` as Ollama reads it: `host`, `host:port`, `:port` or a URL; several separated by commas. */
+function normaliseOllamaHost(value: string): string {
+  let host = value.trim();
+  if (host.startsWith(':')) host = `127.0.0.1${host}`;
+  if (!/^https?:\/\//.test(host)) host = `http://${host}`;
+  const url = new URL(host);
+  if (!url.port && !/^https?:\/\//.test(value.trim())) url.port = '11434';
+  return url.toString().replace(/\/+$/, '');
+}
+
+const ollamaHosts = z
+  .string()
+  .default('http://127.0.0.1:11434')
+  .transform((value, ctx) => {
+    const parts = value.split(',').map((p) => p.trim()).filter(Boolean);
+    if (parts.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'needs at least one host' });
+      return z.NEVER;
+    }
+    try {
+      return parts.map(normaliseOllamaHost);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `not a host or URL: ${value}` });
+      return z.NEVER;
+    }
+  });
+
+export const configSchema = z.object({
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: integer(8080).pipe(z.number().max(65535)),
+  OLLAMA_HOST: ollamaHosts,
+  GATEWAY_DB: z.string().min(1).default('./data/gateway.db'),
+  DEFAULT_MODEL: z.string().min(1).default('covalid-1.0'),
+  /** Largest request body, e.g. `1mb`, `512kb` (the body parser's syntax). */
+  BODY_LIMIT: z
+    .string()
+    .regex(/^\d+(b|kb|mb)$/i, 'a size such as 1mb or 512kb')
+    .default('1mb'),
+  /** Output bound for credit reservations when neither request nor model sets one. */
+  DEFAULT_MAX_OUTPUT_TOKENS: integer(4096, 1),
+  OLLAMA_HEADERS_TIMEOUT_MS: integer(30 * 60_000),
+  OLLAMA_BODY_TIMEOUT_MS: integer(10 * 60_000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty variables count as unset, as shells and compose files often leave them so.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = configSchema.safeParse(present);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(env)'}: ${issue.message}`);
+  throw new ConfigError(`Invalid configuration:\n  ${problems.join('\n  ')}`);
+}

@@ -1,0 +1,41 @@
+/**
+ * Per-request context kept on `res.locals`: the request id, the route label for the usage log, and
+ * an abort signal that fires when the client goes away.
+ */
+import { randomUUID } from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+import type { Principal } from '../lib/types';
+
+export interface RequestLocals {
+  requestId: string;
+  startedAt: number;
+  route?: string;
+  principal?: Principal;
+  model?: string;
+}
+
+export function locals(res: Response): RequestLocals {
+  return res.locals as RequestLocals;
+}
+
+/** Incoming ids are kept when they look like ids (no spaces or control characters, bounded length). */
+const WELL_FORMED_ID = /^[A-Za-z0-9._:\-]{8,128}$/;
+
+/** Sets `X-Request-Id` on every reply, keeping a well-formed incoming one. */
+export function requestId(req: Request, res: Response, next: NextFunction): void {
+  const incoming = req.headers['x-request-id'];
+  const id = typeof incoming === 'string' && WELL_FORMED_ID.test(incoming) ? incoming : `req_${randomUUID().replaceAll('-', '')}`;
+  res.locals.requestId = id;
+  res.locals.startedAt = Date.now();
+  res.setHeader('X-Request-Id', id);
+  next();
+}
+
+/** A signal aborted when the client closes the connection before the reply was fully written. */
+export function clientGone(req: Request, res: Response): AbortSignal {
+  const controller = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}

@@ -1,0 +1,64 @@
+/**
+ * The Covalid one-endpoint API: `POST /api/chat.php` with `X-Client-Key` + `X-Client-Secret`,
+ * body `{prompt, model?}`, reply `{response, model, elapsed_ms, done, prompt_tokens, completion_tokens, total_tokens}`.
+ */
+import express, { Router, type Request, type Response } from 'express';
+import { GatewayError } from '../../lib/errors';
+import type { ChatRequest } from '../../lib/types';
+import { authenticateClientPair } from '../auth';
+import { clientGone, locals } from '../context';
+import { plainErrorFormat, type ErrorFormat } from '../error-format';
+import type { Services } from '../services';
+
+export const COVALID_PATH = '/api/chat.php';
+
+/** Covalid errors are `{error: "…"}`, with `auth_required: true` on a 401. */
+export const covalidErrorFormat: ErrorFormat = plainErrorFormat;
+
+/** The body as the document defines it; the exact 400 text for a missing prompt is part of the API. */
+export function parseCovalidBody(body: unknown, defaultModel: string): ChatRequest {
+  const fields = (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;
+  const { prompt, model } = fields;
+  if (prompt === undefined || prompt === null) throw new GatewayError('invalid_request', 'Missing "prompt" in request body.', { param: 'prompt' });
+  if (typeof prompt !== 'string' || prompt.trim() === '') {
+    throw new GatewayError('invalid_request', '"prompt" must be a non-empty string.', { param: 'prompt' });
+  }
+  if (model !== undefined && (typeof model !== 'string' || model.trim() === '')) {
+    throw new GatewayError('invalid_request', '"model" must be a non-empty string when given.', { param: 'model' });
+  }
+  return { model: model ?? defaultModel, input: { kind: 'prompt', prompt }, options: {} };
+}
+
+export function covalidRouter(services: Services): Router {
+  const router = Router();
+  const json = express.json({ limit: services.config.BODY_LIMIT, type: () => true });
+
+  router.post(COVALID_PATH, json, async (req: Request, res: Response) => {
+    const ctx = locals(res);
+    ctx.route = 'covalid.chat';
+    const principal = authenticateClientPair(services.store, req);
+    ctx.principal = principal;
+    const request = parseCovalidBody(req.body, services.config.DEFAULT_MODEL);
+    ctx.model = request.model;
+    const started = Date.now();
+    const { result } = await services.chat.complete(
+      { principal, requestId: ctx.requestId, route: ctx.route, signal: clientGone(req, res) },
+      request,
+    );
+    res.json({
+      response: result.content,
+      model: request.model,
+      elapsed_ms: Date.now() - started,
+      done: true,
+      prompt_tokens: result.usage.promptTokens,
+      completion_tokens: result.usage.completionTokens,
+      total_tokens: result.usage.promptTokens + result.usage.completionTokens,
+    });
+  });
+
+  router.all(COVALID_PATH, (_req, res) => {
+    throw new GatewayError('method_not_allowed', 'Only POST is allowed on /api/chat.php.', { headers: { Allow: 'POST' } });
+  });
+
+  return router;
+}

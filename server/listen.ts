@@ -1,0 +1,44 @@
+/**
+ * Starts the HTTP server on a host and port (0 picks a free one) and closes it gracefully:
+ * stop accepting, let running requests finish within a grace period, then cut what is left.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Express } from 'express';
+
+export interface RunningServer {
+  server: http.Server;
+  url: string;
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function listen(app: Express, host: string, port: number): Promise<RunningServer> {
+  const server = http.createServer(app);
+  // Long generations: Node's default 5-minute request timeout would cut a healthy slow answer.
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    server,
+    url: `http://${shownHost}:${address.port}`,
+    close: (graceMs = 30_000) => closeGracefully(server, graceMs),
+  };
+}
+
+function closeGracefully(server: http.Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    // Idle keep-alive sockets would hold close() open for nothing.
+    server.closeIdleConnections();
+  });
+}

@@ -1,0 +1,80 @@
+/**
+ * Credits under concurrency: reserve the worst case before Ollama, settle the real cost after,
+ * never overdraw, never lose a micro-credit.
+ */
+import { startHarness, postJson, type Harness } from './support/harness';
+
+describe('credit reservation and settlement', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // A slow double keeps all requests in flight at once.
+    h = await startHarness({ double: { tokenDelayMs: 20 } });
+    // 1 credit per 1k output tokens, 100 tokens at most: the worst case is 0.1 credits (+ a free prompt).
+    h.store.setModel({ name: 'priced', ollamaModel: 'llama3.2', inputMicroPer1k: 0, outputMicroPer1k: 1_000_000, maxOutputTokens: 100 });
+  });
+  afterAll(() => h.close());
+
+  const balanceOf = (orgId: string) => h.store.getOrg(orgId)?.balanceMicro;
+
+  test('40 concurrent requests on a balance that covers 5 serve at most 5 and bill exactly', async () => {
+    const key = h.createKey('racer', 0.5);
+    const start = balanceOf(key.org.id) as number;
+    h.double.requests.length = 0;
+    // Every answer runs to the 100-token bound, so each one costs its whole reservation.
+    h.double.behaviour = () => ({ kind: 'reply', tokens: Array.from({ length: 150 }, (_, i) => ` t${i}`) });
+    const headers = { 'X-Client-Key': key.clientKey, 'X-Client-Secret': key.clientSecret };
+    const results = await Promise.all(Array.from({ length: 40 }, () => postJson(`${h.url}/api/chat.php`, { prompt: 'one two three', model: 'priced' }, headers)));
+
+    const served = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status === 429);
+    expect(served.length + refused.length).toBe(40);
+    expect(served).toHaveLength(5);
+    for (const r of served) expect(r.body.completion_tokens).toBe(100);
+    // Refused requests never reached Ollama.
+    expect(h.double.generations()).toHaveLength(served.length);
+    for (const r of refused) {
+      expect(r.body.error).toMatch(/Insufficient credits/);
+      expect(r.headers.get('x-should-retry')).toBe('false');
+    }
+    // Every served request asked Ollama for at most the reserved output.
+    for (const g of h.double.generations()) expect(g.body?.options).toEqual({ num_predict: 100 });
+
+    const billed = served.reduce((sum, r) => sum + Math.ceil((r.body.completion_tokens * 1_000_000) / 1000), 0);
+    const end = balanceOf(key.org.id) as number;
+    expect(end).toBeGreaterThanOrEqual(0);
+    expect(end).toBe(start - billed);
+    const logged = h.store.db.prepare('SELECT SUM(cost_micro) AS c FROM usage WHERE org_id = ? AND status = 200').get(key.org.id) as { c: number };
+    expect(logged.c).toBe(billed);
+    expect(end).toBe(0);
+    expect(h.store.db.prepare('SELECT COUNT(*) AS n FROM reservations').get()).toEqual({ n: 0 });
+    h.double.behaviour = (body) => ({ kind: 'reply', tokens: [`Echo: ${String(body.prompt)}`] });
+  });
+
+  test('a failed request gives its whole reservation back', async () => {
+    const key = h.createKey('unlucky', 1);
+    h.double.queue.push({ kind: 'error-before', status: 500, message: 'boom' });
+    const res = await postJson(`${h.url}/api/chat.php`, { prompt: 'x', model: 'priced' }, { 'X-Client-Key': key.clientKey, 'X-Client-Secret': key.clientSecret });
+    expect(res.status).toBe(502);
+    expect(balanceOf(key.org.id)).toBe(1_000_000);
+  });
+
+  test('reservations left by a crash are refunded at start-up', () => {
+    const key = h.createKey('crashed', 1);
+    const reservation = h.store.reserve(key.org.id, 300_000);
+    expect(reservation?.id).not.toBeNull();
+    expect(balanceOf(key.org.id)).toBe(700_000);
+    expect(h.store.refundOrphanReservations()).toBe(1);
+    expect(balanceOf(key.org.id)).toBe(1_000_000);
+  });
+
+  test('an unlimited organisation is never refused and its usage still records the cost', async () => {
+    const key = h.createKey('hobbyist');
+    const res = await postJson(`${h.url}/api/chat.php`, { prompt: 'a b', model: 'priced' }, { 'X-Client-Key': key.clientKey, 'X-Client-Secret': key.clientSecret, 'X-Request-Id': 'unlimited-0001' });
+    expect(res.status).toBe(200);
+    expect(balanceOf(key.org.id)).toBeNull();
+    const row = h.store.db.prepare('SELECT cost_micro FROM usage WHERE request_id = ?').get('unlimited-0001') as { cost_micro: number };
+    expect(row.cost_micro).toBe(res.body.completion_tokens * 1000);
+    // No bound was forced on Ollama for an unlimited organisation.
+    expect(h.double.generations().at(-1)?.body?.options).toEqual({});
+  });
+});
