@@ -1,27 +1,30 @@
 /**
  * Credentials from every place the API shapes accept them → a Principal, or a 401.
  */
-import type { Request } from 'express';
-import type { Store } from '../db/store';
+import type { Request, Response } from 'express';
 import { GatewayError } from '../lib/errors';
 import type { Principal } from '../lib/types';
-
-type Authenticator = Pick<Store, 'authenticateClient' | 'authenticateApiKey'>;
+import { locals } from './context';
+import type { Services } from './services';
 
 function header(req: Request, name: string): string | undefined {
   const value = req.headers[name];
   return typeof value === 'string' && value.trim() !== '' ? value.trim() : undefined;
 }
 
-/** Covalid: `X-Client-Key` + `X-Client-Secret`. */
-export function authenticateClientPair(store: Authenticator, req: Request): Principal {
+/**
+ * Covalid: `X-Client-Key` + `X-Client-Secret`. Records the principal on the request context.
+ * Every per-request admission check that needs only the principal belongs here, so all routes share it.
+ */
+export function authenticateClientPair(services: Services, req: Request, res: Response): Principal {
   const clientKey = header(req, 'x-client-key');
   const clientSecret = header(req, 'x-client-secret');
   if (!clientKey || !clientSecret) {
     throw new GatewayError('unauthenticated', 'Missing X-Client-Key or X-Client-Secret header.');
   }
-  const principal = store.authenticateClient(clientKey, clientSecret);
+  const principal = services.store.authenticateClient(clientKey, clientSecret);
   if (!principal) throw new GatewayError('unauthenticated', 'Invalid client_key or client_secret.');
+  locals(res).principal = principal;
   return principal;
 }
 
@@ -38,12 +41,14 @@ export function apiKeyFrom(req: Request): string | undefined {
   return typeof query === 'string' && query !== '' ? query : undefined;
 }
 
-export function authenticateApiKey(store: Authenticator, req: Request): Principal {
+/** Every route but Covalid's. Records the principal on the request context. */
+export function authenticateApiKey(services: Services, req: Request, res: Response): Principal {
   const apiKey = apiKeyFrom(req);
   if (!apiKey) {
     throw new GatewayError('unauthenticated', 'No API key provided. Send it as "Authorization: Bearer <key>", an X-API-Key header, or ?api_key=.');
   }
-  const principal = store.authenticateApiKey(apiKey);
+  const principal = services.store.authenticateApiKey(apiKey);
   if (!principal) throw new GatewayError('unauthenticated', 'Incorrect API key provided.');
+  locals(res).principal = principal;
   return principal;
 }

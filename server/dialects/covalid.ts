@@ -36,8 +36,7 @@ export function covalidRouter(services: Services): Router {
   router.post(COVALID_PATH, json, async (req: Request, res: Response) => {
     const ctx = locals(res);
     ctx.route = 'covalid.chat';
-    const principal = authenticateClientPair(services.store, req);
-    ctx.principal = principal;
+    const principal = authenticateClientPair(services, req, res);
     const request = parseCovalidBody(req.body, services.config.DEFAULT_MODEL);
     ctx.model = request.model;
     const started = Date.now();
