@@ -4,7 +4,8 @@
 import { creditsToMicro, microToCredits } from '../lib/pricing';
 import { isKnownEncoding } from '../lib/tokens';
 import type { ModelCategory } from '../lib/types';
-import type { Store } from './store';
+import type { KeyLimitChanges, LimitChanges, Store } from './store';
+import { parseSince, usageReport } from './usage-report';
 
 export class UsageError extends Error {}
 
@@ -76,21 +77,101 @@ function orgOrFail(store: Store, name: string) {
 
 const CATEGORIES: readonly ModelCategory[] = ['chat', 'embedding', 'moderation'];
 
+/** The limit options shared by `keys create` and `orgs set`. */
+const LIMIT_OPTIONS: OptionSpec = {
+  rpm: { type: 'string' },
+  tpm: { type: 'string' },
+  'daily-credits': { type: 'string' },
+  'monthly-credits': { type: 'string' },
+};
+
+/** A per-minute limit: a positive integer, or `none` to remove it. */
+function optionalRate(ctx: CommandContext, name: string): number | null | undefined {
+  const value = ctx.values[name];
+  if (value === undefined) return undefined;
+  if (value === 'none') return null;
+  if (!/^[1-9]\d*$/.test(String(value))) throw new UsageError(`--${name} must be a positive integer or "none"`);
+  return Number(value);
+}
+
+function limitChanges(ctx: CommandContext): LimitChanges {
+  const changes: LimitChanges = {};
+  const rpm = optionalRate(ctx, 'rpm');
+  const tpm = optionalRate(ctx, 'tpm');
+  const daily = ctx.values['daily-credits'] === 'none' ? null : optionalCredits(ctx, 'daily-credits');
+  const monthly = ctx.values['monthly-credits'] === 'none' ? null : optionalCredits(ctx, 'monthly-credits');
+  if (rpm !== undefined) changes.rpm = rpm;
+  if (tpm !== undefined) changes.tpm = tpm;
+  if (daily !== undefined) changes.dailyMicro = daily;
+  if (monthly !== undefined) changes.monthlyMicro = monthly;
+  return changes;
+}
+
+function keyLimitChanges(ctx: CommandContext): KeyLimitChanges {
+  const changes: KeyLimitChanges = limitChanges(ctx);
+  const models = ctx.values.models;
+  if (models !== undefined) {
+    const list = String(models).split(',').map((m) => m.trim()).filter(Boolean);
+    if (list.length === 0) throw new UsageError('--models needs at least one model name');
+    changes.allowedModels = list;
+  }
+  const expires = ctx.values.expires;
+  if (expires !== undefined) {
+    const at = Date.parse(String(expires));
+    if (Number.isNaN(at)) throw new UsageError(`--expires must be an ISO time, got "${String(expires)}"`);
+    changes.expiresAt = new Date(at).toISOString();
+  }
+  return changes;
+}
+
+/** Limits for display and JSON: credits, not micro-credits; only the ones that are set. */
+function describeLimits(changes: KeyLimitChanges): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (changes.rpm !== undefined) out.rpm = changes.rpm;
+  if (changes.tpm !== undefined) out.tpm = changes.tpm;
+  if (changes.dailyMicro !== undefined) out.daily_credits = balanceOf(changes.dailyMicro);
+  if (changes.monthlyMicro !== undefined) out.monthly_credits = balanceOf(changes.monthlyMicro);
+  if (changes.allowedModels !== undefined) out.models = changes.allowedModels;
+  if (changes.expiresAt !== undefined) out.expires = changes.expiresAt;
+  return out;
+}
+
+const human = (limits: Record<string, unknown>): string =>
+  Object.entries(limits)
+    .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') : (v ?? 'none')}`)
+    .join(', ');
+
 export const COMMANDS: Command[] = [
   {
     words: ['keys', 'create'],
-    usage: 'keys create --name N [--org O] [--credits C]',
-    options: { name: { type: 'string' }, org: { type: 'string' }, credits: { type: 'string' } },
+    usage: 'keys create --name N [--org O] [--credits C] [--rpm N] [--tpm N] [--daily-credits C] [--monthly-credits C] [--models a,b] [--expires ISO]',
+    options: {
+      name: { type: 'string' },
+      org: { type: 'string' },
+      credits: { type: 'string' },
+      ...LIMIT_OPTIONS,
+      models: { type: 'string' },
+      expires: { type: 'string' },
+    },
     run(ctx) {
       const name = requiredString(ctx, 'name');
       const balance = optionalCredits(ctx, 'credits');
+      const limits = keyLimitChanges(ctx);
       const orgName = typeof ctx.values.org === 'string' ? ctx.values.org : undefined;
       const created = ctx.store.createKey({
         name,
         ...(orgName !== undefined && { orgName }),
         ...(balance !== undefined && { balanceMicro: balance }),
       });
-      const out = { client_key: created.clientKey, client_secret: created.clientSecret, api_key: created.apiKey, org: created.org.name };
+      const described = describeLimits(limits);
+      if (Object.keys(described).length > 0) ctx.store.setKeyLimits(created.clientKey, limits);
+      const out = {
+        client_key: created.clientKey,
+        client_secret: created.clientSecret,
+        api_key: created.apiKey,
+        org: created.org.name,
+        ...(Object.keys(described).length > 0 && { limits: described }),
+      };
       print(
         ctx,
         out,
@@ -99,6 +180,7 @@ export const COMMANDS: Command[] = [
           `  client_key     ${out.client_key}`,
           `  client_secret  ${out.client_secret}`,
           `  api_key        ${out.api_key}`,
+          ...(out.limits ? [`  limits         ${human(out.limits)}`] : []),
           'The secret and the api_key are shown only now; the gateway keeps only their hashes.',
         ].join('\n'),
       );
@@ -150,6 +232,50 @@ export const COMMANDS: Command[] = [
       const org = orgOrFail(ctx.store, arg(ctx, 0, 'org'));
       const balance = balanceOf(org.balanceMicro);
       print(ctx, { org: org.name, credits: balance }, `${org.name}: ${balance ?? 'unlimited'} credits.`);
+    },
+  },
+  {
+    words: ['orgs', 'set'],
+    usage: 'orgs set <org> [--credits C] [--rpm N] [--tpm N] [--daily-credits C] [--monthly-credits C]   (a limit of "none" removes it)',
+    options: { credits: { type: 'string' }, ...LIMIT_OPTIONS },
+    run(ctx) {
+      const org = orgOrFail(ctx.store, arg(ctx, 0, 'org'));
+      const changes = limitChanges(ctx);
+      const balance = ctx.values.credits === 'none' ? null : optionalCredits(ctx, 'credits');
+      if (Object.keys(changes).length === 0 && balance === undefined) throw new UsageError('nothing to set');
+      ctx.store.db.transaction(() => {
+        if (balance !== undefined) ctx.store.setBalance(org.id, balance);
+        ctx.store.setOrgLimits(org.id, changes);
+      })();
+      const out = { org: org.name, ...(balance !== undefined && { credits: balanceOf(balance) }), ...describeLimits(changes) };
+      const { org: _name, ...shown } = out;
+      print(ctx, out, `${org.name}: ${human(shown)}.`);
+    },
+  },
+  {
+    words: ['usage'],
+    usage: 'usage [--org O] [--key CLIENT_KEY] [--since ISO|30m|24h|7d]',
+    options: { org: { type: 'string' }, key: { type: 'string' }, since: { type: 'string' } },
+    run(ctx) {
+      const orgName = ctx.values.org;
+      const clientKey = ctx.values.key;
+      const sinceText = ctx.values.since;
+      const since = typeof sinceText === 'string' ? parseSince(sinceText) : undefined;
+      if (typeof sinceText === 'string' && since === undefined) throw new UsageError(`--since must be an ISO time or a span such as 24h, got "${sinceText}"`);
+      const orgId = typeof orgName === 'string' ? orgOrFail(ctx.store, orgName).id : undefined;
+      let keyId: number | undefined;
+      if (typeof clientKey === 'string') {
+        keyId = ctx.store.keyIdOf(clientKey);
+        if (keyId === undefined) throw new Error(`no key ${clientKey}`);
+      }
+      const report = usageReport(ctx.store.db, {
+        ...(orgId !== undefined && { orgId }),
+        ...(keyId !== undefined && { keyId }),
+        ...(since !== undefined && { since }),
+      });
+      const rowColumns = ['time', 'org', 'key', 'model', 'prompt_tokens', 'completion_tokens', 'cost', 'status', 'error', 'latency_ms'];
+      const totalColumns = ['model', 'requests', 'prompt_tokens', 'completion_tokens', 'cost'];
+      print(ctx, report, `${table(report.rows as unknown as Array<Record<string, unknown>>, rowColumns)}\n\nTotals per model\n${table(report.totals as unknown as Array<Record<string, unknown>>, totalColumns)}`);
     },
   },
   {

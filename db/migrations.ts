@@ -66,6 +66,30 @@ const MIGRATIONS: readonly string[] = [
     ('covalid-1.0', 'llama3.2', 'chat', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     ('covalid-2.0', 'llama3.1:8b', 'chat', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
   `,
+  // 3: limits per key and organisation (NULL = none), key allow-lists and expiry, allotment counters.
+  `
+  ALTER TABLE keys ADD COLUMN rpm INTEGER CHECK (rpm IS NULL OR rpm > 0);
+  ALTER TABLE keys ADD COLUMN tpm INTEGER CHECK (tpm IS NULL OR tpm > 0);
+  ALTER TABLE keys ADD COLUMN daily_micro INTEGER CHECK (daily_micro IS NULL OR daily_micro >= 0);
+  ALTER TABLE keys ADD COLUMN monthly_micro INTEGER CHECK (monthly_micro IS NULL OR monthly_micro >= 0);
+  -- JSON array of public model names; NULL = every model.
+  ALTER TABLE keys ADD COLUMN allowed_models TEXT;
+  ALTER TABLE keys ADD COLUMN expires_at TEXT;
+  ALTER TABLE orgs ADD COLUMN rpm INTEGER CHECK (rpm IS NULL OR rpm > 0);
+  ALTER TABLE orgs ADD COLUMN tpm INTEGER CHECK (tpm IS NULL OR tpm > 0);
+  ALTER TABLE orgs ADD COLUMN daily_micro INTEGER CHECK (daily_micro IS NULL OR daily_micro >= 0);
+  ALTER TABLE orgs ADD COLUMN monthly_micro INTEGER CHECK (monthly_micro IS NULL OR monthly_micro >= 0);
+  -- Credits spent (settled + set aside in flight) per holder ('key:3', 'org:…') and UTC period
+  -- ('day:2024-01-19', 'month:2024-01'). A new period is a new row: that is the reset.
+  CREATE TABLE allotment_spend (
+    scope       TEXT NOT NULL,
+    period      TEXT NOT NULL,
+    spent_micro INTEGER NOT NULL CHECK (spent_micro >= 0),
+    PRIMARY KEY (scope, period)
+  ) WITHOUT ROWID;
+  -- The allotment counters a reservation holds (JSON [{scope, period}]), so a crash refund can correct them.
+  ALTER TABLE reservations ADD COLUMN allotments TEXT;
+  `,
 ];
 
 export function migrate(db: Database.Database): void {

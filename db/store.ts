@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { displayPrefix, generateCredentials, hashSecret, newId, secretMatches, type NewCredentials } from '../lib/credentials';
-import type { ModelCategory, ModelEntry, Principal } from '../lib/types';
+import type { LimitSet, ModelCategory, ModelEntry, Principal } from '../lib/types';
+import { quotaExceeded, type AllotmentCheck, type AllotmentHold } from '../lib/limits/allotments';
 import { migrate } from './migrations';
 
 export interface OrgRow {
@@ -58,6 +59,16 @@ export interface Reservation {
   id: number | null;
   orgId: string;
   amountMicro: number;
+  /** Allotment counters that hold `amountMicro` until settle (see lib/limits/allotments.ts). */
+  allotments?: AllotmentHold[];
+}
+
+/** Limits to set on a key or an organisation; an omitted field stays as it is, null removes the limit. */
+export type LimitChanges = Partial<LimitSet>;
+
+export interface KeyLimitChanges extends LimitChanges {
+  allowedModels?: string[] | null;
+  expiresAt?: string | null;
 }
 
 interface PrincipalRow {
@@ -67,6 +78,16 @@ interface PrincipalRow {
   orgId: string;
   orgName: string;
   secretHash: Buffer;
+  keyRpm: number | null;
+  keyTpm: number | null;
+  keyDaily: number | null;
+  keyMonthly: number | null;
+  orgRpm: number | null;
+  orgTpm: number | null;
+  orgDaily: number | null;
+  orgMonthly: number | null;
+  allowedModels: string | null;
+  expiresAt: string | null;
 }
 
 interface ModelRow {
@@ -109,12 +130,41 @@ export class Store {
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
     this.stmts = this.prepare();
+    this.limitStmts = this.prepareLimits();
   }
+
+  /** Statements for limits and allotments (kept apart from the core ones). */
+  private prepareLimits() {
+    const db = this.db;
+    const seed = (column: 'key_id' | 'org_id') =>
+      db.prepare<{ scope: string; period: string; holder: string | number; start: string; end: string }>(
+        // A counter starts at what the usage log already billed in its period, so an allotment set
+        // mid-day still counts the day's earlier spend.
+        `INSERT OR IGNORE INTO allotment_spend (scope, period, spent_micro)
+         VALUES (@scope, @period, (SELECT COALESCE(SUM(cost_micro), 0) FROM usage WHERE ${column} = @holder AND ts >= @start AND ts < @end))`,
+      );
+    return {
+      seedKeyAllotment: seed('key_id'),
+      seedOrgAllotment: seed('org_id'),
+      allotmentSpent: db.prepare<[string, string], { spent: number }>(
+        `SELECT spent_micro AS spent FROM allotment_spend WHERE scope = ? AND period = ?`,
+      ),
+      addAllotment: db.prepare(`UPDATE allotment_spend SET spent_micro = MAX(0, spent_micro + ?) WHERE scope = ? AND period = ?`),
+      insertReservation: db.prepare(`INSERT INTO reservations (org_id, amount_micro, created_at, allotments) VALUES (?, ?, ?, ?)`),
+      reservationAllotments: db.prepare<[], { id: number; allotments: string | null }>(`SELECT id, allotments FROM reservations`),
+      keyIdByClientKey: db.prepare<[string], { id: number }>(`SELECT id FROM keys WHERE client_key = ?`),
+    };
+  }
+
+  private readonly limitStmts;
 
   private prepare() {
     const db = this.db;
     const principalColumns = `k.id AS keyId, k.client_key AS clientKey, k.name AS keyName,
-      o.id AS orgId, o.name AS orgName, k.secret_hash AS secretHash`;
+      o.id AS orgId, o.name AS orgName, k.secret_hash AS secretHash,
+      k.rpm AS keyRpm, k.tpm AS keyTpm, k.daily_micro AS keyDaily, k.monthly_micro AS keyMonthly,
+      o.rpm AS orgRpm, o.tpm AS orgTpm, o.daily_micro AS orgDaily, o.monthly_micro AS orgMonthly,
+      k.allowed_models AS allowedModels, k.expires_at AS expiresAt`;
     return {
       principalByClientKey: db.prepare<[string], PrincipalRow>(
         `SELECT ${principalColumns} FROM keys k JOIN orgs o ON o.id = k.org_id
@@ -297,17 +347,32 @@ export class Store {
    * Sets `amountMicro` aside from the organisation's balance, or returns undefined when the balance
    * cannot cover it. Unlimited organisations get a reservation that moves no money.
    */
-  reserve(orgId: string, amountMicro: number): Reservation | undefined {
+  reserve(orgId: string, amountMicro: number, allotments: readonly AllotmentCheck[] = []): Reservation | undefined {
     return this.db
       .transaction((): Reservation | undefined => {
         const org = this.getOrg(orgId);
         if (!org) return undefined;
-        if (org.balanceMicro === null) return { id: null, orgId, amountMicro: 0 };
-        if (this.stmts.takeBalance.run({ org: orgId, amount: amountMicro }).changes !== 1) return undefined;
-        const id = Number(this.stmts.insertReservation.run(orgId, amountMicro, now()).lastInsertRowid);
-        return { id, orgId, amountMicro };
+        if (org.balanceMicro === null && allotments.length === 0) return { id: null, orgId, amountMicro: 0 };
+        if (org.balanceMicro !== null && this.stmts.takeBalance.run({ org: orgId, amount: amountMicro }).changes !== 1) return undefined;
+        // A spent allotment throws quota_exceeded, which rolls the balance back with the transaction.
+        const holds = this.holdAllotments(allotments, amountMicro);
+        const held = holds.length > 0 ? JSON.stringify(holds) : null;
+        const id = Number(this.limitStmts.insertReservation.run(orgId, amountMicro, now(), held).lastInsertRowid);
+        return holds.length > 0 ? { id, orgId, amountMicro, allotments: holds } : { id, orgId, amountMicro };
       })
       .immediate();
+  }
+
+  /** Adds `amountMicro` to every allotment counter, or throws quota_exceeded for the first that cannot take it. */
+  private holdAllotments(checks: readonly AllotmentCheck[], amountMicro: number): AllotmentHold[] {
+    for (const check of checks) {
+      const seed = check.holder.kind === 'key' ? this.limitStmts.seedKeyAllotment : this.limitStmts.seedOrgAllotment;
+      seed.run({ scope: check.scope, period: check.period, holder: check.holder.id, start: check.periodStart, end: new Date(check.resetAt).toISOString() });
+      const spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent ?? 0;
+      if (spent >= check.limitMicro || spent + amountMicro > check.limitMicro) throw quotaExceeded(check, spent);
+    }
+    for (const check of checks) this.limitStmts.addAllotment.run(amountMicro, check.scope, check.period);
+    return checks.map(({ scope, period }) => ({ scope, period }));
   }
 
   /**
@@ -320,6 +385,7 @@ export class Store {
         if (reservation && reservation.id !== null) {
           const refund = reservation.amountMicro - Math.min(chargeMicro, reservation.amountMicro);
           if (refund > 0) this.stmts.addBalance.run(refund, reservation.orgId);
+          if (refund > 0) this.releaseAllotments(reservation.allotments ?? [], refund);
           this.stmts.deleteReservation.run(reservation.id);
         }
         this.insertUsage(usage);
@@ -337,13 +403,54 @@ export class Store {
     return this.db
       .transaction(() => {
         const rows = this.stmts.orphanReservations.all();
+        const held = new Map(this.limitStmts.reservationAllotments.all().map((r) => [r.id, r.allotments]));
         for (const row of rows) {
           this.stmts.addBalance.run(row.amount_micro, row.org_id);
+          const allotments = held.get(row.id);
+          if (allotments) this.releaseAllotments(JSON.parse(allotments) as AllotmentHold[], row.amount_micro);
           this.stmts.deleteReservation.run(row.id);
         }
         return rows.length;
       })
       .immediate();
+  }
+
+  /** Gives `amountMicro` back to allotment counters (the unused part of a reservation). */
+  private releaseAllotments(holds: readonly AllotmentHold[], amountMicro: number): void {
+    for (const hold of holds) this.limitStmts.addAllotment.run(-amountMicro, hold.scope, hold.period);
+  }
+
+  /** What a holder has spent (settled + in flight) in a period, in micro-credits; 0 without a counter. */
+  allotmentSpent(scope: string, period: string): number {
+    return this.limitStmts.allotmentSpent.get(scope, period)?.spent ?? 0;
+  }
+
+  /** The row id of a key, for filters (usage report). */
+  keyIdOf(clientKey: string): number | undefined {
+    return this.limitStmts.keyIdByClientKey.get(clientKey)?.id;
+  }
+
+  /** Sets limits on a key (by client key). Returns false when there is no such key. */
+  setKeyLimits(clientKey: string, changes: KeyLimitChanges): boolean {
+    const key = this.limitStmts.keyIdByClientKey.get(clientKey);
+    if (!key) return false;
+    const columns: Record<string, unknown> = limitColumns(changes);
+    if (changes.allowedModels !== undefined) columns.allowed_models = changes.allowedModels === null ? null : JSON.stringify(changes.allowedModels);
+    if (changes.expiresAt !== undefined) columns.expires_at = changes.expiresAt;
+    this.updateColumns('keys', key.id, columns);
+    return true;
+  }
+
+  /** Sets limits on an organisation (shared by all its keys). */
+  setOrgLimits(orgId: string, changes: LimitChanges): void {
+    this.updateColumns('orgs', orgId, limitColumns(changes));
+  }
+
+  private updateColumns(table: 'keys' | 'orgs', id: number | string, columns: Record<string, unknown>): void {
+    const names = Object.keys(columns);
+    if (names.length === 0) return;
+    // Column names come from limitColumns / setKeyLimits above, never from input.
+    this.db.prepare(`UPDATE ${table} SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE id = @id`).run({ ...columns, id });
   }
 
   private insertUsage(usage: UsageRecord): void {
@@ -367,5 +474,26 @@ export class Store {
 const DUMMY_HASH = hashSecret('cs_not-a-real-secret');
 
 function stripHash(row: PrincipalRow): Principal {
-  return { keyId: row.keyId, clientKey: row.clientKey, keyName: row.keyName, orgId: row.orgId, orgName: row.orgName };
+  return {
+    keyId: row.keyId,
+    clientKey: row.clientKey,
+    keyName: row.keyName,
+    orgId: row.orgId,
+    orgName: row.orgName,
+    limits: {
+      key: { rpm: row.keyRpm, tpm: row.keyTpm, dailyMicro: row.keyDaily, monthlyMicro: row.keyMonthly },
+      org: { rpm: row.orgRpm, tpm: row.orgTpm, dailyMicro: row.orgDaily, monthlyMicro: row.orgMonthly },
+    },
+    allowedModels: row.allowedModels === null ? null : (JSON.parse(row.allowedModels) as string[]),
+    expiresAt: row.expiresAt,
+  };
+}
+
+function limitColumns(changes: LimitChanges): Record<string, number | null> {
+  const columns: Record<string, number | null> = {};
+  if (changes.rpm !== undefined) columns.rpm = changes.rpm;
+  if (changes.tpm !== undefined) columns.tpm = changes.tpm;
+  if (changes.dailyMicro !== undefined) columns.daily_micro = changes.dailyMicro;
+  if (changes.monthlyMicro !== undefined) columns.monthly_micro = changes.monthlyMicro;
+  return columns;
 }

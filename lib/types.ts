@@ -101,6 +101,26 @@ export interface Principal {
   keyName: string;
   orgId: string;
   orgName: string;
+  /** The key's and its organisation's limits, read from SQLite on every request; absent means none. */
+  limits?: PrincipalLimits;
+  /** Public model names this key may use; absent or null means every model. */
+  allowedModels?: string[] | null;
+  /** ISO time from which the key is refused; absent or null means never. */
+  expiresAt?: string | null;
+}
+
+/** One holder's limits (null = none): requests and tokens per minute, credit allotments in micro-credits. */
+export interface LimitSet {
+  rpm: number | null;
+  tpm: number | null;
+  dailyMicro: number | null;
+  monthlyMicro: number | null;
+}
+
+/** A key's own limits and its organisation's, which all the organisation's keys share. */
+export interface PrincipalLimits {
+  key: LimitSet;
+  org: LimitSet;
 }
 
 /** A public model name and what serves it. */

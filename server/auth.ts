@@ -24,8 +24,19 @@ export function authenticateClientPair(services: Services, req: Request, res: Re
   }
   const principal = services.store.authenticateClient(clientKey, clientSecret);
   if (!principal) throw new GatewayError('unauthenticated', 'Invalid client_key or client_secret.');
-  locals(res).principal = principal;
+  admit(services, res, principal);
   return principal;
+}
+
+/**
+ * What every authenticated request goes through once the principal is known (it was just read from
+ * SQLite, so revocations and limit changes apply at once): expiry, then requests per minute. The
+ * X-RateLimit-* headers go on the reply now, so errors and streams carry them as well.
+ */
+function admit(services: Services, res: Response, principal: Principal): void {
+  services.limits.assertNotExpired(principal);
+  locals(res).principal = principal;
+  for (const [name, value] of Object.entries(services.limits.admitRequest(principal))) res.setHeader(name, value);
 }
 
 /** The api_key, from `Authorization: Bearer`, `X-API-Key` or `?api_key=` (AimiChat's three ways). */
@@ -49,6 +60,6 @@ export function authenticateApiKey(services: Services, req: Request, res: Respon
   }
   const principal = services.store.authenticateApiKey(apiKey);
   if (!principal) throw new GatewayError('unauthenticated', 'Incorrect API key provided.');
-  locals(res).principal = principal;
+  admit(services, res, principal);
   return principal;
 }
