@@ -39,6 +39,8 @@ export const configSchema = z.object({
   OLLAMA_HOST: ollamaHosts,
   GATEWAY_DB: z.string().min(1).default('./data/gateway.db'),
   DEFAULT_MODEL: z.string().min(1).default('covalid-1.0'),
+  /** The local guard model (an Ollama model or a model-table alias) behind /moderate and /v1/moderations. */
+  MODERATION_MODEL: z.string().min(1).default('llama-guard3'),
   /** Largest request body, e.g. `1mb`, `512kb` (the body parser's syntax). */
   BODY_LIMIT: z
     .string()
@@ -49,6 +51,16 @@ export const configSchema = z.object({
   OLLAMA_HEADERS_TIMEOUT_MS: integer(30 * 60_000),
   OLLAMA_BODY_TIMEOUT_MS: integer(10 * 60_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Requests in flight per Ollama host and model; set it like Ollama's OLLAMA_NUM_PARALLEL. */
+  BACKEND_CONCURRENCY: integer(1, 1),
+  /** Requests waiting in the gateway for a slot; past that, 503 with Retry-After. */
+  QUEUE_LIMIT: integer(256),
+  /** First cool-down of a failed Ollama host before a health probe (doubles per failed probe, up to 60 s). */
+  BACKEND_COOLDOWN_MS: integer(5_000, 1),
+  /** Background refresh of each host's model list (/api/tags); 0 turns it off. */
+  MODEL_REFRESH_MS: integer(30_000),
+  /** On SIGTERM/SIGINT, how long running requests may take to finish before they are cut. */
+  SHUTDOWN_GRACE_MS: integer(30_000),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -1,5 +1,7 @@
 /**
- * `GET /health`: the gateway's state and, for each Ollama host, whether it answers and its version.
+ * `GET /health`: the gateway's state and every Ollama host — whether it answers now and its version
+ * (a live probe), and the pool's view: state (up / cooling / down), models and requests in flight.
+ * `GET /ready`: 503 while no host is usable (for load balancers and orchestrators), else 200.
  */
 import { Router } from 'express';
 import type { Services } from './services';
@@ -7,18 +9,27 @@ import type { Services } from './services';
 export function healthRouter(services: Services): Router {
   const router = Router();
   router.get('/health', async (_req, res) => {
+    const pool = services.pool.status();
     const backends = await Promise.all(
-      services.pool.backends.map(async (backend) => {
+      services.pool.backends.map(async (backend, i) => {
+        const host = pool[i];
+        const view = { state: host?.state ?? 'down', models: host?.models ?? [], in_flight: host?.inFlight ?? 0 };
         try {
           const version = await backend.version(AbortSignal.timeout(2_000));
-          return { url: backend.url, reachable: true, version };
+          return { url: backend.url, reachable: true, version, ...view };
         } catch (err) {
-          return { url: backend.url, reachable: false, error: err instanceof Error ? err.message : String(err) };
+          return { url: backend.url, reachable: false, error: err instanceof Error ? err.message : String(err), ...view };
         }
       }),
     );
     const status = backends.some((b) => b.reachable) ? 'ok' : 'degraded';
-    res.json({ status, uptime_s: Math.round(process.uptime()), backends });
+    res.json({ status, uptime_s: Math.round(process.uptime()), queue_depth: services.pool.queueDepth, backends });
+  });
+
+  router.get('/ready', async (_req, res) => {
+    await services.pool.models(); // refreshes stale lists and probes hosts whose cool-down is over
+    const ready = services.pool.usable;
+    res.status(ready ? 200 : 503).json({ ready, backends: services.pool.status().map((h) => ({ url: h.url, state: h.state })) });
   });
   return router;
 }

@@ -1,6 +1,7 @@
 /**
  * Starts the HTTP server on a host and port (0 picks a free one) and closes it gracefully:
- * stop accepting, let running requests finish within a grace period, then cut what is left.
+ * stop accepting, let running requests (streams included) finish within a grace period, then cut
+ * what is left — a cut client aborts its Ollama request and is billed for what it was sent.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -9,6 +10,7 @@ import type { Express } from 'express';
 export interface RunningServer {
   server: http.Server;
   url: string;
+  /** Resolves once every connection is closed: at once when idle, at the latest after `graceMs`. */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -17,6 +19,17 @@ export async function listen(app: Express, host: string, port: number): Promise<
   // Long generations: Node's default 5-minute request timeout would cut a healthy slow answer.
   server.requestTimeout = 0;
   server.keepAliveTimeout = 65_000;
+  const running = new Set<http.ServerResponse>();
+  let draining = false;
+  server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    running.add(res);
+    if (draining) res.shouldKeepAlive = false;
+    res.once('close', () => {
+      running.delete(res);
+      // A keep-alive connection whose last reply just ended would otherwise hold close() open.
+      if (draining) server.closeIdleConnections();
+    });
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());
@@ -26,7 +39,12 @@ export async function listen(app: Express, host: string, port: number): Promise<
   return {
     server,
     url: `http://${shownHost}:${address.port}`,
-    close: (graceMs = 30_000) => closeGracefully(server, graceMs),
+    close: (graceMs = 30_000) => {
+      draining = true;
+      // Replies not yet begun say `Connection: close`, so clients do not send another request here.
+      for (const res of running) if (!res.headersSent) res.shouldKeepAlive = false;
+      return closeGracefully(server, graceMs);
+    },
   };
 }
 

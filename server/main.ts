@@ -1,31 +1,39 @@
 /**
  * Entry point: read the configuration, open the store, build the services, listen, and shut down
- * cleanly on SIGTERM / SIGINT.
+ * cleanly on SIGTERM / SIGINT (running requests get SHUTDOWN_GRACE_MS to finish; exit 0).
  */
 import { Store } from '../db/store';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { listen } from './listen';
+import { errorLogger } from './logger';
 import { buildServices, closeServices } from './services';
 
 async function main(): Promise<void> {
   const config = loadConfig();
   const store = new Store(config.GATEWAY_DB);
-  const refunded = store.refundOrphanReservations();
-  if (refunded > 0) console.warn(`Refunded ${refunded} credit reservation(s) left by an earlier crash.`);
   const services = buildServices(config, store);
-  const running = await listen(createApp(services), config.HOST, config.PORT);
-  console.log(`ollama-gateway listening on ${running.url} (Ollama: ${config.OLLAMA_HOST.join(', ')}; database: ${config.GATEWAY_DB})`);
+  const { logger } = services;
+  const refunded = store.refundOrphanReservations();
+  if (refunded > 0) logger.warn({ refunded }, 'Refunded credit reservations left by an earlier crash.');
+  const running = await listen(createApp(services, { logError: errorLogger(logger) }), config.HOST, config.PORT);
+  logger.info({ url: running.url, ollama: config.OLLAMA_HOST, database: config.GATEWAY_DB }, 'ollama-gateway listening');
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`${signal}: finishing running requests, then exiting.`);
+    logger.info({ signal, graceMs: config.SHUTDOWN_GRACE_MS }, 'finishing running requests, then exiting');
     void running
-      .close(30_000)
+      .close(config.SHUTDOWN_GRACE_MS)
       .then(() => closeServices(services))
-      .then(() => process.exit(0));
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

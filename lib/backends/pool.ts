@@ -1,21 +1,70 @@
 /**
- * The Ollama hosts behind the gateway, and which models each one has.
+ * The Ollama hosts behind the gateway: which models each one has, whether it is healthy, and how many
+ * requests it is serving.
  *
- * The core asks the pool for a lease on a host that serves a model; the lease is released when the
- * request ends. Model lists come from /api/tags, cached for a short while and refreshed on a miss.
+ * - Model lists come from /api/tags: refreshed in the background, when stale, and when a host says it
+ *   lacks a model.
+ * - A request goes only to hosts that list its model, the one with the fewest outstanding requests
+ *   first, and at most `concurrency` at a time per host and model; the rest wait in a fair queue.
+ * - A host that cannot be reached is `down`, one that answered 5xx is `cooling`; either is left out
+ *   while another host can serve, and health probes (/api/version) bring it back after a cool-down.
+ *   With no healthy host left, the gateway still tries the others rather than refusing blindly.
+ * - A request that failed before Ollama's first byte is retried once on another host with the model.
  */
 import { GatewayError } from '../errors';
+import { FairScheduler, type Assignment } from '../scheduler';
 import type { Backend, BackendModel } from './types';
 
 export interface Lease {
   backend: Backend;
+  /** Frees the slot; safe to call more than once (only the first call counts). */
   release(): void;
 }
 
+export type HostStateName = 'up' | 'cooling' | 'down';
+
+export interface HostStatus {
+  url: string;
+  state: HostStateName;
+  /** Whether the last contact (request, probe or model list) succeeded. */
+  reachable: boolean;
+  version: string | null;
+  error: string | null;
+  models: string[];
+  inFlight: number;
+}
+
+/** Hooks for metrics, so the pool knows nothing of Prometheus. */
+export interface PoolObserver {
+  /** Seconds from the request reaching the pool (queue included) to Ollama's first line. */
+  firstByte?(model: string, url: string, seconds: number): void;
+  /** A host changed state. */
+  stateChanged?(url: string, state: HostStateName, error: string | null): void;
+}
+
 export interface BackendPoolOptions {
-  /** How long a host's model list is trusted before it is fetched again. */
+  /** How long a host's model list is trusted before a request fetches it again. */
   modelTtlMs: number;
+  /** Background refresh of every healthy host's model list; 0 turns it off. */
+  refreshIntervalMs?: number;
+  /** Requests in flight per host and model (Ollama's OLLAMA_NUM_PARALLEL). */
+  concurrency?: number;
+  /** Requests allowed to wait for a slot; past that, 503. */
+  queueLimit?: number;
+  /** First cool-down after a failure; doubles with each failed probe up to `maxCooldownMs`. */
+  cooldownMs?: number;
+  maxCooldownMs?: number;
+  observer?: PoolObserver;
   now?: () => number;
+}
+
+export interface AcquireOptions {
+  /** Who waits, for round-robin fairness between organisations. */
+  orgId?: string;
+  /** The caller left: give up the place in the queue. */
+  signal?: AbortSignal;
+  /** Hosts not to use (the one that just failed, for a retry). */
+  exclude?: ReadonlySet<Backend>;
 }
 
 interface HostState {
@@ -23,7 +72,14 @@ interface HostState {
   models: BackendModel[];
   fetchedAt: number;
   inFlight: number;
+  perModel: Map<string, number>;
+  state: HostStateName;
   lastError: string | null;
+  version: string | null;
+  /** Consecutive failures, for the cool-down's back-off. */
+  failures: number;
+  coolUntil: number;
+  probeTimer: NodeJS.Timeout | null;
 }
 
 /** Ollama accepts `llama3.2` for `llama3.2:latest`; so does the gateway. */
@@ -31,23 +87,71 @@ export function sameModel(listed: string, asked: string): boolean {
   return listed === asked || listed === `${asked}:latest`;
 }
 
+/** One key per model whichever spelling the caller used, so slots are not counted twice. */
+function modelKey(model: string): string {
+  return model.includes(':') ? model : `${model}:latest`;
+}
+
+const NEVER = new AbortController().signal;
+
 export class BackendPool {
   private readonly hosts: HostState[];
-  private readonly options: Required<BackendPoolOptions>;
+  private readonly options: Required<Omit<BackendPoolOptions, 'observer'>> & { observer: PoolObserver };
+  private readonly scheduler: FairScheduler<Lease>;
+  private readonly pending = new Map<HostState, Promise<void>>();
+  private refreshTimer: NodeJS.Timeout | null = null;
+  private closed = false;
 
   constructor(backends: Backend[], options: BackendPoolOptions = { modelTtlMs: 10_000 }) {
     if (backends.length === 0) throw new Error('at least one Ollama host is needed');
-    this.hosts = backends.map((backend) => ({ backend, models: [], fetchedAt: -Infinity, inFlight: 0, lastError: null }));
-    this.options = { now: Date.now, ...options };
+    this.hosts = backends.map((backend) => ({
+      backend,
+      models: [],
+      fetchedAt: -Infinity,
+      inFlight: 0,
+      perModel: new Map(),
+      state: 'up',
+      lastError: null,
+      version: null,
+      failures: 0,
+      coolUntil: 0,
+      probeTimer: null,
+    }));
+    this.options = {
+      refreshIntervalMs: 0,
+      concurrency: 1,
+      queueLimit: 256,
+      cooldownMs: 5_000,
+      maxCooldownMs: 60_000,
+      now: Date.now,
+      observer: {},
+      ...options,
+    };
+    this.scheduler = new FairScheduler<Lease>(this.options.queueLimit);
+    if (this.options.refreshIntervalMs > 0) {
+      this.refreshTimer = setInterval(() => void this.refreshHealthy(), this.options.refreshIntervalMs);
+      this.refreshTimer.unref(); // never what keeps the process alive
+      void this.refreshHealthy(); // learn the models at boot rather than on the first request
+    }
   }
 
   get backends(): Backend[] {
     return this.hosts.map((h) => h.backend);
   }
 
-  /** Every model any reachable host has, once per name. */
+  /** Requests waiting for a slot. */
+  get queueDepth(): number {
+    return this.scheduler.depth;
+  }
+
+  /** Whether some host is healthy (for /ready). */
+  get usable(): boolean {
+    return this.hosts.some((h) => h.state === 'up' && h.lastError === null);
+  }
+
+  /** Every model any host has, once per name. */
   async models(): Promise<BackendModel[]> {
-    await Promise.all(this.hosts.map((h) => this.refresh(h, false)));
+    await this.refreshAll(false);
     const seen = new Map<string, BackendModel>();
     for (const host of this.hosts) for (const m of host.models) if (!seen.has(m.name)) seen.set(m.name, m);
     return [...seen.values()];
@@ -58,75 +162,237 @@ export class BackendPool {
     return (await this.hostsFor(model)).length > 0;
   }
 
-  /** A host that serves `model`, the least busy first. Throws 502 when no host answers at all. */
-  async acquire(model: string): Promise<Lease> {
-    const candidates = await this.hostsFor(model);
-    const host = candidates.sort((a, b) => a.inFlight - b.inFlight)[0];
-    if (!host) {
-      if (this.hosts.every((h) => h.lastError !== null)) {
-        throw new GatewayError('backend_unavailable', `No Ollama host is reachable: ${this.hosts.map((h) => h.lastError).join('; ')}`);
-      }
-      throw new GatewayError('model_not_found', `No Ollama host has the model '${model}'; run \`ollama pull ${model}\`.`);
-    }
-    host.inFlight++;
-    let released = false;
-    return {
-      backend: host.backend,
-      release: () => {
-        if (!released) host.inFlight--;
-        released = true;
-      },
-    };
+  /**
+   * A slot on a host that serves `model`: at once when one is free, else after waiting in the fair
+   * queue. 404 when no host has the model, 502 when no host answers at all, 503 when the queue is full.
+   */
+  async acquire(model: string, options: AcquireOptions = {}): Promise<Lease> {
+    const known = (await this.hostsFor(model)).filter((h) => !options.exclude?.has(h.backend));
+    if (known.length === 0) throw this.noHost(model);
+    return this.scheduler.acquire(options.orgId ?? '', options.signal ?? NEVER, () => this.assign(model, options.exclude));
   }
 
-  /** A snapshot for /health. */
-  status(): Array<{ url: string; reachable: boolean; error: string | null; models: string[]; inFlight: number }> {
+  /**
+   * Acquires a slot and calls `call` with its host; a failure before the first byte (unreachable, 5xx,
+   * busy, model missing there) is retried once on another host with the model. On success the caller
+   * owns the lease and must release it; on failure it is already released.
+   */
+  async dispatch<R>(model: string, options: AcquireOptions, call: (backend: Backend) => Promise<R>): Promise<{ lease: Lease; result: R }> {
+    const started = this.options.now();
+    const attempt = async (exclude?: ReadonlySet<Backend>) => {
+      const lease = await this.acquire(model, exclude ? { ...options, exclude } : options);
+      try {
+        const result = await call(lease.backend);
+        this.options.observer.firstByte?.(model, lease.backend.url, (this.options.now() - started) / 1000);
+        this.noteSuccess(lease.backend);
+        return { lease, result };
+      } catch (err) {
+        lease.release();
+        throw Object.assign(new Error('attempt failed'), { failure: err, backend: lease.backend });
+      }
+    };
+    try {
+      return await attempt();
+    } catch (wrapped) {
+      const { failure, backend } = unwrap(wrapped);
+      if (!backend) throw failure; // refused before any host was tried (queue full, no model, left)
+      if (options.signal?.aborted) throw failure; // the client left: says nothing about the host
+      await this.noteFailure(backend, failure);
+      const exclude = new Set([backend]);
+      const retry = !options.signal?.aborted && isRetryable(failure) && this.hosts.some((h) => !exclude.has(h.backend) && hasModel(h, model));
+      if (!retry) throw failure;
+      try {
+        return await attempt(exclude);
+      } catch (wrapped2) {
+        const second = unwrap(wrapped2);
+        if (second.backend && !options.signal?.aborted) await this.noteFailure(second.backend, second.failure);
+        throw second.failure;
+      }
+    }
+  }
+
+  /** A snapshot for /health and metrics. */
+  status(): HostStatus[] {
     return this.hosts.map((h) => ({
       url: h.backend.url,
+      state: h.state,
       reachable: h.lastError === null && h.fetchedAt > -Infinity,
+      version: h.version,
       error: h.lastError,
       models: h.models.map((m) => m.name),
       inFlight: h.inFlight,
     }));
   }
 
+  /** Stops background timers (model refresh, probes). */
+  close(): void {
+    this.closed = true;
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    for (const host of this.hosts) if (host.probeTimer) clearTimeout(host.probeTimer);
+  }
+
+  // ---- choosing a host ---------------------------------------------------------------------------
+
+  private assign(model: string, exclude?: ReadonlySet<Backend>): Assignment<Lease> {
+    const withModel = this.hosts.filter((h) => !exclude?.has(h.backend) && hasModel(h, model));
+    if (withModel.length === 0) return this.noHost(model);
+    const healthy = withModel.filter((h) => h.state === 'up');
+    // No healthy host: try the others rather than refuse; a failure there is an honest 502.
+    const choice = healthy.length > 0 ? healthy : withModel;
+    const key = modelKey(model);
+    const free = choice.filter((h) => (h.perModel.get(key) ?? 0) < this.options.concurrency);
+    if (free.length === 0) return 'wait';
+    const host = free.reduce((best, h) => (h.inFlight < best.inFlight ? h : best));
+    host.inFlight++;
+    host.perModel.set(key, (host.perModel.get(key) ?? 0) + 1);
+    let released = false;
+    return {
+      slot: {
+        backend: host.backend,
+        release: () => {
+          if (released) return;
+          released = true;
+          host.inFlight--;
+          host.perModel.set(key, (host.perModel.get(key) ?? 1) - 1);
+          this.scheduler.pump();
+        },
+      },
+    };
+  }
+
+  private noHost(model: string): GatewayError {
+    if (this.hosts.every((h) => h.lastError !== null)) {
+      return new GatewayError('backend_unavailable', `No Ollama host is reachable: ${this.hosts.map((h) => h.lastError).join('; ')}`);
+    }
+    return new GatewayError('model_not_found', `No Ollama host has the model '${model}'; run \`ollama pull ${model}\`.`);
+  }
+
   private async hostsFor(model: string): Promise<HostState[]> {
-    await Promise.all(this.hosts.map((h) => this.refresh(h, false)));
-    let found = this.hosts.filter((h) => h.models.some((m) => sameModel(m.name, model)));
+    await this.refreshAll(false);
+    let found = this.hosts.filter((h) => hasModel(h, model));
     if (found.length === 0) {
       // A model pulled a moment ago: look again before saying no.
-      await Promise.all(this.hosts.map((h) => this.refresh(h, true)));
-      found = this.hosts.filter((h) => h.models.some((m) => sameModel(m.name, model)));
+      await this.refreshAll(true);
+      found = this.hosts.filter((h) => hasModel(h, model));
     }
     return found;
   }
 
-  private readonly pending = new Map<HostState, Promise<void>>();
+  // ---- health ------------------------------------------------------------------------------------
 
+  private noteSuccess(backend: Backend): void {
+    const host = this.hostOf(backend);
+    if (host.lastError !== null && host.state === 'up') host.lastError = null;
+  }
+
+  /** What a failure before the first byte says about its host. */
+  private async noteFailure(backend: Backend, err: unknown): Promise<void> {
+    const host = this.hostOf(backend);
+    if (!(err instanceof GatewayError)) return; // e.g. the client's own abort
+    if (err.code === 'backend_unavailable') this.takeOut(host, 'down', err.message);
+    else if (err.code === 'backend_error' && serverSide(err)) this.takeOut(host, 'cooling', err.message);
+    else if (err.code === 'model_not_found') await this.refresh(host, true);
+    // `overloaded` (Ollama's own queue is full) says nothing about health: retried elsewhere, no cool-down.
+  }
+
+  private takeOut(host: HostState, state: 'down' | 'cooling', error: string): void {
+    host.failures++;
+    host.lastError = error;
+    const wait = Math.min(this.options.cooldownMs * 2 ** (host.failures - 1), this.options.maxCooldownMs);
+    host.coolUntil = this.options.now() + wait;
+    this.setState(host, state);
+    if (host.probeTimer) clearTimeout(host.probeTimer);
+    if (this.closed) return;
+    host.probeTimer = setTimeout(() => {
+      host.probeTimer = null;
+      void this.refresh(host, true);
+    }, wait);
+    host.probeTimer.unref();
+  }
+
+  private setState(host: HostState, state: HostStateName): void {
+    if (host.state === state) return;
+    host.state = state;
+    this.options.observer.stateChanged?.(host.backend.url, state, host.lastError);
+  }
+
+  private hostOf(backend: Backend): HostState {
+    const host = this.hosts.find((h) => h.backend === backend);
+    if (!host) throw new Error(`unknown backend ${backend.url}`);
+    return host;
+  }
+
+  private async refreshHealthy(): Promise<void> {
+    await Promise.all(this.hosts.filter((h) => h.state === 'up').map((h) => this.refresh(h, true)));
+  }
+
+  private async refreshAll(force: boolean): Promise<void> {
+    await Promise.all(this.hosts.map((h) => this.refresh(h, force)));
+  }
+
+  /**
+   * Fetches a host's version and models. A healthy host is refreshed when its list is stale (or
+   * `force`); a host taken out is probed only once its cool-down is over, and comes back on success.
+   */
   private async refresh(host: HostState, force: boolean): Promise<void> {
-    const fresh = this.options.now() - host.fetchedAt < this.options.modelTtlMs;
-    if (fresh && !force && host.lastError === null) return;
+    const now = this.options.now();
+    if (host.state === 'up') {
+      const fresh = now - host.fetchedAt < this.options.modelTtlMs;
+      if (fresh && !force && host.lastError === null) return;
+    } else if (now < host.coolUntil) {
+      return; // still cooling down; its probe timer will look again
+    }
     let inProgress = this.pending.get(host);
     if (!inProgress) {
-      // One /api/tags call at a time per host, however many requests are waiting on it.
-      inProgress = host.backend
-        .listModels(AbortSignal.timeout(5_000))
-        .then(
-          (models) => {
-            host.models = models;
-            host.lastError = null;
-          },
-          (err: unknown) => {
-            host.models = [];
-            host.lastError = err instanceof Error ? err.message : String(err);
-          },
-        )
-        .finally(() => {
-          host.fetchedAt = this.options.now();
-          this.pending.delete(host);
-        });
+      // One probe at a time per host, however many requests are waiting on it.
+      inProgress = this.probe(host).finally(() => {
+        host.fetchedAt = this.options.now();
+        this.pending.delete(host);
+      });
       this.pending.set(host, inProgress);
     }
     await inProgress;
   }
+
+  private async probe(host: HostState): Promise<void> {
+    try {
+      const signal = AbortSignal.timeout(5_000);
+      const [version, models] = await Promise.all([host.backend.version(signal), host.backend.listModels(signal)]);
+      host.version = version;
+      host.models = models;
+      host.lastError = null;
+      host.failures = 0;
+      if (host.probeTimer) clearTimeout(host.probeTimer);
+      host.probeTimer = null;
+      this.setState(host, 'up');
+      this.scheduler.pump(); // waiters may be served by this host now
+    } catch (err) {
+      // The last known model list is kept: with no healthy host left, the host is still worth a try.
+      this.takeOut(host, 'down', err instanceof Error ? err.message : String(err));
+    }
+  }
+}
+
+function hasModel(host: HostState, model: string): boolean {
+  return host.models.some((m) => sameModel(m.name, model));
+}
+
+function unwrap(wrapped: unknown): { failure: unknown; backend: Backend | undefined } {
+  if (wrapped instanceof Error && 'failure' in wrapped) {
+    const w = wrapped as Error & { failure: unknown; backend: Backend };
+    return { failure: w.failure, backend: w.backend };
+  }
+  return { failure: wrapped, backend: undefined };
+}
+
+/** Failures before the first byte that another host may not have. */
+function isRetryable(err: unknown): boolean {
+  if (!(err instanceof GatewayError)) return false;
+  return err.code === 'backend_unavailable' || err.code === 'backend_error' || err.code === 'overloaded' || err.code === 'model_not_found';
+}
+
+/** A 5xx answer, or an answer that was not Ollama's at all (e.g. a proxy's HTML page). */
+function serverSide(err: GatewayError): boolean {
+  const status = (err.cause as { status_code?: unknown } | undefined)?.status_code;
+  return typeof status !== 'number' || status >= 500;
 }

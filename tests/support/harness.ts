@@ -29,6 +29,8 @@ export interface HarnessOptions {
   env?: Record<string, string>;
   /** Use an existing double (e.g. several hosts). */
   doubles?: OllamaDouble[];
+  /** The clock of limits and the core (epoch ms), for minute windows and daily resets. */
+  now?: () => number;
 }
 
 let counter = 0;
@@ -42,12 +44,13 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     OLLAMA_HOST: doubles.map((d) => d.url).join(','),
     GATEWAY_DB: dbFile,
     PORT: '0',
+    LOG_LEVEL: 'silent',
     ...options.env,
   });
   const store = new Store(config.GATEWAY_DB);
   store.setModel({ name: 'covalid-1.0', ollamaModel: 'llama3.2' });
   store.setModel({ name: 'covalid-2.0', ollamaModel: 'qwen3:8b' });
-  const services = buildServices(config, store);
+  const services = buildServices(config, store, options.now ? { now: options.now } : {});
   const errors: unknown[] = [];
   const server = await listen(createApp(services, { logError: (err) => errors.push(err) }), '127.0.0.1', 0);
   return {

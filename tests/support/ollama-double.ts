@@ -67,6 +67,8 @@ export interface DoubleOptions {
   maxQueue?: number;
   /** Keep request records (turn off in long benchmarks). */
   record?: boolean;
+  /** Listen on this port (e.g. to bring a host "back" where a closed double was); 0 picks a free one. */
+  port?: number;
 }
 
 export interface OllamaDouble {
@@ -467,7 +469,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', () => resolve()));
   double.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return double;
 }

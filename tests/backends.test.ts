@@ -1,0 +1,161 @@
+/**
+ * Several Ollama hosts: routing by model, spreading load, retry before the first byte, a host going
+ * down and coming back, /health and /ready.
+ */
+import { startHarness, postJson, type Harness } from './support/harness';
+import { startOllamaDouble, type OllamaDouble } from './support/ollama-double';
+
+jest.setTimeout(30_000);
+
+const LLAMA_ONLY = [{ name: 'llama3.2:latest', family: 'llama' }];
+const LLAMA_AND_QWEN = [
+  { name: 'llama3.2:latest', family: 'llama' },
+  { name: 'qwen3:8b', family: 'qwen3' },
+];
+
+/** Polls until `check` holds (the machine may be slow: generous bound, no tight timing). */
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+interface HealthBody {
+  status: string;
+  backends: Array<{ url: string; state: string; reachable: boolean; models: string[]; in_flight: number }>;
+}
+
+async function health(h: Harness): Promise<HealthBody> {
+  return (await (await fetch(`${h.url}/health`)).json()) as HealthBody;
+}
+
+describe('several Ollama hosts', () => {
+  let d1: OllamaDouble;
+  let d2: OllamaDouble;
+  let h: Harness;
+  let auth: Record<string, string>;
+  const chat = (body: Record<string, unknown>) => postJson(`${h.url}/api/chat.php`, body, auth);
+
+  beforeEach(async () => {
+    d1 = await startOllamaDouble({ models: LLAMA_ONLY });
+    d2 = await startOllamaDouble({ models: LLAMA_AND_QWEN });
+    h = await startHarness({ doubles: [d1, d2], env: { BACKEND_COOLDOWN_MS: '200' } });
+    const key = h.createKey();
+    auth = { 'X-Client-Key': key.clientKey, 'X-Client-Secret': key.clientSecret };
+  });
+  afterEach(async () => {
+    await h.close();
+    await Promise.all([d1.close(), d2.close()]);
+  });
+
+  test('a model only on host 2 goes to host 2', async () => {
+    const res = await chat({ prompt: 'hi', model: 'covalid-2.0' });
+    expect(res.status).toBe(200);
+    expect(d1.generations()).toHaveLength(0);
+    expect(d2.generations().map((g) => g.body?.model)).toEqual(['qwen3:8b']);
+    // An Ollama model under its own name is found on host 2 as well.
+    expect((await chat({ prompt: 'hi', model: 'qwen3:8b' })).status).toBe(200);
+    expect(d1.generations()).toHaveLength(0);
+    expect(d2.generations()).toHaveLength(2);
+  });
+
+  test('concurrent requests for a model both hosts have land on both', async () => {
+    d1.options.firstTokenDelayMs = 300;
+    d2.options.firstTokenDelayMs = 300;
+    const results = await Promise.all([1, 2, 3, 4].map((i) => chat({ prompt: `spread ${i}` })));
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    expect(d1.generations().length).toBeGreaterThanOrEqual(1);
+    expect(d2.generations().length).toBeGreaterThanOrEqual(1);
+    expect(d1.generations().length + d2.generations().length).toBe(4);
+  });
+
+  test('a 500 before the first byte is retried once on the other host; the first cools down, then comes back', async () => {
+    d1.queue.push({ kind: 'error-before', status: 500, message: 'llama-server process has terminated: exit status 2' });
+    const res = await chat({ prompt: 'retry me' });
+    expect(res.status).toBe(200);
+    expect(res.body.response).toBe('Echo: retry me');
+    expect(d1.generations()).toHaveLength(1);
+    expect(d2.generations()).toHaveLength(1);
+    const after = await health(h);
+    expect(after.backends.map((b) => [b.url, b.state])).toEqual([
+      [d1.url, 'cooling'],
+      [d2.url, 'up'],
+    ]);
+    // The probe after the cool-down (200 ms here) finds it healthy again.
+    await until(async () => (await health(h)).backends[0]?.state === 'up', 'host 1 back up');
+    expect((await chat({ prompt: 'again' })).status).toBe(200);
+    expect(d1.generations()).toHaveLength(2);
+  });
+
+  test('503 busy on host 1 is retried on host 2 without taking host 1 out', async () => {
+    d1.queue.push({ kind: 'error-before', status: 503, message: 'server busy, please try again.  maximum pending requests exceeded' });
+    const res = await chat({ prompt: 'busy' });
+    expect(res.status).toBe(200);
+    expect(d2.generations()).toHaveLength(1);
+    expect((await health(h)).backends[0]?.state).toBe('up');
+  });
+
+  test('both hosts failing before the first byte: the second failure is the answer (one retry only)', async () => {
+    d1.queue.push({ kind: 'error-before', status: 503, message: 'server busy' });
+    d2.queue.push({ kind: 'error-before', status: 503, message: 'server busy' });
+    const res = await chat({ prompt: 'x' });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(d1.generations().length + d2.generations().length).toBe(2);
+  });
+
+  test('a host that lost the model (404) is refreshed and the request served by the other', async () => {
+    await chat({ prompt: 'warm' }); // both lists known
+    d1.models = [];
+    d1.requests.length = 0;
+    d2.requests.length = 0;
+    const res = await chat({ prompt: 'where is it' });
+    expect(res.status).toBe(200);
+    expect(d2.generations()).toHaveLength(1);
+    expect(d1.generations()).toHaveLength(1); // answered 404
+    // Its list was fetched again on the 404: the model is gone from it, and the host is not taken out.
+    expect((await health(h)).backends[0]).toMatchObject({ models: [], state: 'up' });
+  });
+
+  test('a host that goes away is skipped (retry on the other), and is used again once it is back', async () => {
+    await chat({ prompt: 'warm' });
+    const port = Number(new URL(d1.url).port);
+    await d1.close();
+    const res = await chat({ prompt: 'while down' });
+    expect(res.status).toBe(200);
+    expect(res.body.response).toBe('Echo: while down');
+    let body = await health(h);
+    expect(body.backends[0]).toMatchObject({ url: d1.url, state: 'down', reachable: false, models: ['llama3.2:latest'] });
+    expect(body.backends[1]).toMatchObject({ url: d2.url, state: 'up', reachable: true });
+    expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+
+    const served = d2.generations().length;
+    expect((await chat({ prompt: 'still down' })).status).toBe(200);
+    expect(d2.generations()).toHaveLength(served + 1);
+
+    d1 = await startOllamaDouble({ models: LLAMA_ONLY, port });
+    await until(async () => (await health(h)).backends[0]?.state === 'up', 'host 1 back up');
+    body = await health(h);
+    expect(body.backends[0]).toMatchObject({ state: 'up', reachable: true, in_flight: 0 });
+    expect((await chat({ prompt: 'back' })).status).toBe(200);
+    expect(d1.generations().map((g) => g.body?.prompt)).toEqual(['back']);
+  });
+
+  test('/ready is 503 while no host is usable, 200 once one is', async () => {
+    expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+    const port = Number(new URL(d1.url).port);
+    const port2 = Number(new URL(d2.url).port);
+    await Promise.all([d1.close(), d2.close()]);
+    const res = await chat({ prompt: 'nobody home' });
+    expect(res.status).toBe(502);
+    const ready = await fetch(`${h.url}/ready`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ ready: false });
+    expect((await health(h)).status).toBe('degraded');
+    d1 = await startOllamaDouble({ models: LLAMA_ONLY, port });
+    d2 = await startOllamaDouble({ models: LLAMA_AND_QWEN, port: port2 });
+    await until(async () => (await fetch(`${h.url}/ready`)).status === 200, '/ready back to 200');
+  });
+});

@@ -1,0 +1,62 @@
+/**
+ * Graceful shutdown, in-process (what main.ts does on SIGTERM/SIGINT): stop accepting, let running
+ * requests finish within the grace period, cut the rest (Ollama is aborted), close the database.
+ */
+import { startHarness, type Harness } from './support/harness';
+import { closeServices } from '../server/services';
+
+jest.setTimeout(30_000);
+
+async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('graceful shutdown', () => {
+  let h: Harness;
+  let auth: Record<string, string>;
+  const chat = (prompt: string) =>
+    fetch(`${h.url}/api/chat.php`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...auth }, body: JSON.stringify({ prompt }) });
+
+  beforeEach(async () => {
+    h = await startHarness({ double: { tokenDelayMs: 50 } });
+    const key = h.createKey();
+    auth = { 'X-Client-Key': key.clientKey, 'X-Client-Secret': key.clientSecret };
+    // Warm a keep-alive connection, as a real client would hold one.
+    expect((await chat('warm')).status).toBe(200);
+  });
+  afterEach(() => h.close().catch(() => undefined));
+
+  test('a request in flight finishes; new connections are refused; then the database is closed', async () => {
+    const words = Array.from({ length: 20 }, (_, i) => `w${i} `);
+    h.double.queue.push({ kind: 'reply', tokens: words });
+    const running = chat('long');
+    await until(() => (h.double.generations()[1]?.linesSent ?? 0) >= 2, 'the answer to be under way');
+
+    const closing = h.server.close(20_000);
+    await expect(fetch(`${h.url}/health`)).rejects.toThrow();
+
+    const res = await running;
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { response: string }).response).toBe(words.join(''));
+    await closing; // resolves once the last connection is gone, well before the grace period
+    expect(h.double.generations()[1]?.aborted).toBe(false);
+
+    await closeServices(h.services);
+    expect(h.store.db.open).toBe(false);
+  });
+
+  test('past the grace period the rest is cut: Ollama is aborted and the client billed for what it got', async () => {
+    h.double.queue.push({ kind: 'hang' });
+    const running = chat('forever').catch((err: unknown) => err);
+    await h.double.waitForRequests(2, 10_000);
+    await h.server.close(300);
+    expect(String(await running)).toMatch(/fetch failed/);
+    await until(() => h.double.generations()[1]?.aborted === true, 'Ollama to be aborted');
+    const row = h.store.db.prepare("SELECT status, error_code FROM usage WHERE status = 499").get();
+    expect(row).toEqual({ status: 499, error_code: 'client_closed' });
+  });
+});
