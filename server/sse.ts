@@ -1,0 +1,63 @@
+/**
+ * A small Server-Sent Events writer shared by the streaming API shapes: the headers that keep proxies
+ * from buffering, `data:` frames, `[DONE]`, and keep-alive comments while the stream is silent.
+ */
+import type { Response } from 'express';
+
+/** Silence after which a `: keep-alive` comment is written, so client body timeouts don't fire. */
+export const SSE_KEEP_ALIVE_MS = 10_000;
+
+export class SseWriter {
+  private timer: NodeJS.Timeout | undefined;
+  private lastWriteAt = 0;
+
+  constructor(
+    private readonly res: Response,
+    private readonly keepAliveMs: number = SSE_KEEP_ALIVE_MS,
+  ) {}
+
+  /** Sends the status and headers at once; from here on failures can only be written into the stream. */
+  open(): void {
+    this.res.status(200);
+    this.res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
+    this.res.setHeader('Cache-Control', 'no-cache, no-transform');
+    this.res.setHeader('X-Accel-Buffering', 'no');
+    this.res.flushHeaders();
+    this.lastWriteAt = Date.now();
+    if (this.keepAliveMs > 0) {
+      // Checked at a finer grain than the interval so a comment goes out about `keepAliveMs` after the last write.
+      const tick = Math.max(10, Math.floor(this.keepAliveMs / 4));
+      this.timer = setInterval(() => {
+        if (Date.now() - this.lastWriteAt >= this.keepAliveMs) this.write(': keep-alive\n\n');
+      }, tick);
+      this.timer.unref();
+    }
+  }
+
+  /** One event: `data: <json>` and a blank line. No `event:` lines (openai-node v4 mishandles them). */
+  data(value: unknown): void {
+    this.write(`data: ${JSON.stringify(value)}\n\n`);
+  }
+
+  /** `data: [DONE]`, then the end of the response. */
+  done(): void {
+    this.write('data: [DONE]\n\n');
+    this.end();
+  }
+
+  end(): void {
+    this.stop();
+    if (!this.res.writableEnded) this.res.end();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private write(text: string): void {
+    if (this.res.writableEnded || this.res.destroyed) return;
+    this.lastWriteAt = Date.now();
+    this.res.write(text);
+  }
+}
