@@ -4,10 +4,17 @@
 import express, { type Express, type Request, type Response } from 'express';
 import helmet from 'helmet';
 import { requestId, locals } from './context';
+import { ainowErrorFormat, ainowRouter, isAinowPath } from './dialects/ainow';
 import { covalidErrorFormat, covalidRouter, COVALID_PATH } from './dialects/covalid';
+import { envelopeErrorFormat, envelopeRouter, isEnvelopePath } from './dialects/envelope';
+import { openaiErrorFormat } from './dialects/openai/errors';
+import { OPENAI_PREFIX, openaiRouter } from './dialects/openai/router';
+import { MODERATIONS_PATH, openaiModerationsRouter } from './dialects/openai-moderations';
 import { plainErrorFormat, type ErrorFormat } from './error-format';
 import { errorHandler, notFound } from './error-handler';
 import { healthRouter } from './health';
+import { accessLog, errorLogger } from './logger';
+import { metricsRouter } from './metrics';
 import type { Services } from './services';
 import type { GatewayError } from '../lib/errors';
 
@@ -18,6 +25,10 @@ export interface AppOptions {
 /** Which API shape a path belongs to decides the format of its errors, 404s included. */
 function errorFormatFor(path: string): ErrorFormat {
   if (path === COVALID_PATH) return covalidErrorFormat;
+  if (path === MODERATIONS_PATH) return openaiErrorFormat;
+  if (path === OPENAI_PREFIX || path.startsWith(`${OPENAI_PREFIX}/`)) return openaiErrorFormat;
+  if (isAinowPath(path)) return ainowErrorFormat;
+  if (isEnvelopePath(path)) return envelopeErrorFormat;
   return plainErrorFormat;
 }
 
@@ -27,9 +38,17 @@ export function createApp(services: Services, options: AppOptions = {}): Express
   app.set('etag', false);
   app.set('trust proxy', false);
   app.use(requestId);
+  app.use(services.metrics.middleware());
+  app.use(accessLog(services.logger));
   app.use(helmet());
 
   app.use(healthRouter(services));
+  app.use(metricsRouter(services.metrics));
+  // Before the /v1 router, whose catch-all 404 would otherwise answer for /v1/moderations.
+  app.use(openaiModerationsRouter(services));
+  app.use(openaiRouter(services));
+  app.use(ainowRouter(services));
+  app.use(envelopeRouter(services));
   app.use(covalidRouter(services));
 
   app.use(notFound);
@@ -37,7 +56,7 @@ export function createApp(services: Services, options: AppOptions = {}): Express
     errorHandler({
       formatFor: errorFormatFor,
       recordFailure: (req: Request, res: Response, err: GatewayError) => recordFailure(services, req, res, err),
-      logError: options.logError ?? ((err, id) => console.error(`[${id}]`, err)),
+      logError: options.logError ?? errorLogger(services.logger),
     }),
   );
   return app;
