@@ -5,21 +5,13 @@
  * dialect writes a status line. What comes back is a stream of events whose end (normal, failed, or
  * abandoned by a client that left) settles the credits and writes the usage row exactly once.
  */
-import type { BackendPool } from './backends/pool';
+import type { BackendPool, Lease } from './backends/pool';
 import type { BackendChunk } from './backends/types';
 import { GatewayError, toGatewayError } from './errors';
+import type { Metering } from './metering';
 import type { ModelCatalog } from './models';
-import { capCost, costOf, ZERO_COST } from './pricing';
 import { countInputTokens, countTokens } from './tokens';
-import type { ChatEvent, ChatRequest, ChatResult, Cost, FinishReason, ModelEntry, Principal, ToolCall, Usage } from './types';
-import type { Reservation, UsageRecord } from '../db/store';
-
-/** The part of the store the core uses: credits and the usage log. */
-export interface Ledger {
-  reserve(orgId: string, amountMicro: number): Reservation | undefined;
-  settle(reservation: Reservation | null, chargeMicro: number, usage: UsageRecord): void;
-  recordUsage(usage: UsageRecord): void;
-}
+import type { ChatEvent, ChatRequest, ChatResult, FinishReason, ModelCategory, ModelEntry, Principal, ToolCall, Usage } from './types';
 
 export interface CallContext {
   principal: Principal;
@@ -28,6 +20,8 @@ export interface CallContext {
   route: string;
   /** Aborted when the client goes away; cancels the Ollama request. */
   signal: AbortSignal;
+  /** Model categories this call may use; unset means chat only (moderation also runs its guard model here). */
+  categories?: readonly ModelCategory[];
 }
 
 export interface ChatServiceOptions {
@@ -49,7 +43,7 @@ export class ChatService {
   private readonly now: () => number;
 
   constructor(
-    private readonly ledger: Ledger,
+    private readonly metering: Metering,
     private readonly catalog: ModelCatalog,
     private readonly pool: BackendPool,
     private readonly options: ChatServiceOptions,
@@ -59,46 +53,29 @@ export class ChatService {
 
   async open(ctx: CallContext, request: ChatRequest): Promise<ChatExecution> {
     const startedAt = this.now();
+    this.metering.assertModelAllowed(ctx.principal, request.model);
     const model = await this.catalog.resolve(request.model);
-    if (model.category !== 'chat') {
+    if (!(ctx.categories ?? ['chat']).includes(model.category)) {
       throw new GatewayError('invalid_request', `The model '${model.name}' is a ${model.category} model and cannot chat.`, { param: 'model' });
     }
 
     const promptEstimate = countInputTokens(request.input, model.tokenizer ?? undefined);
     const outputBound = request.options.maxTokens ?? model.maxOutputTokens ?? this.options.defaultMaxOutputTokens;
-    const prices = { inputMicroPer1k: model.inputMicroPer1k, outputMicroPer1k: model.outputMicroPer1k };
-    const worstCase = costOf({ promptTokens: Math.ceil(promptEstimate * PROMPT_ESTIMATE_MARGIN) + 16, completionTokens: outputBound }, prices);
-    const reservation = this.ledger.reserve(ctx.principal.orgId, worstCase.totalMicro);
-    if (!reservation) {
-      throw new GatewayError('insufficient_credits', `Insufficient credits: this request may cost up to ${worstCase.totalMicro / 1e6} credits.`);
-    }
+    const admission = this.metering.admit(ctx, model, {
+      promptTokens: Math.ceil(promptEstimate * PROMPT_ESTIMATE_MARGIN) + 16,
+      completionTokens: outputBound,
+    });
     // A limited balance with a priced output must never produce more than was reserved for.
     const options =
-      reservation.id !== null && prices.outputMicroPer1k > 0 && request.options.maxTokens === undefined
-        ? { ...request.options, maxTokens: outputBound }
-        : request.options;
+      admission.boundsOutput && request.options.maxTokens === undefined ? { ...request.options, maxTokens: outputBound } : request.options;
 
-    const settle = (usage: Usage, cost: Cost, status: number, errorCode: string | null): void => {
-      this.ledger.settle(reservation, cost.totalMicro, {
-        requestId: ctx.requestId,
-        route: ctx.route,
-        principal: ctx.principal,
-        model: model.name,
-        promptTokens: usage.promptTokens,
-        completionTokens: usage.completionTokens,
-        costMicro: cost.totalMicro,
-        status,
-        errorCode,
-        latencyMs: this.now() - startedAt,
-      });
-    };
-
-    let lease;
+    let lease: Lease;
     let chunks: AsyncIterable<BackendChunk>;
     try {
-      lease = await this.pool.acquire(model.ollamaModel);
-      try {
-        chunks = await lease.backend.chat({
+      // Waits its turn in the fair queue, then calls Ollama; a failure before the first byte is retried
+      // once on another host. On failure the pool has already released the slot.
+      ({ lease, result: chunks } = await this.pool.dispatch(model.ollamaModel, { orgId: ctx.principal.orgId, signal: ctx.signal }, (backend) =>
+        backend.chat({
           model: model.ollamaModel,
           input: request.input,
           options,
@@ -106,21 +83,18 @@ export class ChatService {
           ...(request.tools !== undefined && { tools: request.tools }),
           ...(request.think !== undefined && { think: request.think }),
           signal: ctx.signal,
-        });
-      } catch (err) {
-        lease.release();
-        throw err;
-      }
+        }),
+      ));
     } catch (err) {
       const error = ctx.signal.aborted ? new GatewayError('backend_error', 'The client left before Ollama answered.') : toGatewayError(err);
-      settle({ promptTokens: 0, completionTokens: 0 }, ZERO_COST, ctx.signal.aborted ? 499 : error.status, error.code);
+      admission.settle({ promptTokens: 0, completionTokens: 0 }, ctx.signal.aborted ? 499 : error.status, ctx.signal.aborted ? 'client_closed' : error.code);
       error.recorded = true;
       throw error;
     }
 
     const releaseLease = lease.release;
-    // Unlimited organisations are billed at list price (for the usage log); limited ones never past the reservation.
-    const billable = (usage: Usage): Cost => capCost(costOf(usage, prices), reservation.id === null ? Infinity : reservation.amountMicro);
+    // Safety net: a client that leaves frees the slot even if the events below are never iterated.
+    ctx.signal.addEventListener('abort', releaseLease, { once: true });
     const encoding = model.tokenizer ?? undefined;
     const now = this.now;
     async function* events(): AsyncGenerator<ChatEvent, void, undefined> {
@@ -143,9 +117,8 @@ export class ChatService {
               promptTokens: chunk.promptEvalCount ?? promptEstimate,
               completionTokens: chunk.evalCount ?? countTokens(relayedText, encoding),
             };
-            const cost = billable(usage);
+            const cost = admission.settle(usage, 200, null);
             const end = now();
-            settle(usage, cost, 200, null);
             settled = true;
             yield {
               type: 'done',
@@ -157,6 +130,7 @@ export class ChatService {
             return;
           }
         }
+        throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
       } catch (err) {
         const error = toGatewayError(err);
         if (!settled) settlePartial(relayedText, ctx.signal.aborted ? 499 : error.status, ctx.signal.aborted ? 'client_closed' : error.code);
@@ -174,7 +148,7 @@ export class ChatService {
     const settlePartial = (relayedText: string, status: number, errorCode: string): void => {
       const completionTokens = countTokens(relayedText, encoding);
       const usage: Usage = { promptTokens: completionTokens > 0 ? promptEstimate : 0, completionTokens };
-      settle(usage, billable(usage), status, errorCode);
+      admission.settle(usage, status, errorCode);
     };
 
     return { model, events: events() };

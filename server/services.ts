@@ -6,8 +6,13 @@ import type { Store } from '../db/store';
 import { BackendPool } from '../lib/backends/pool';
 import { OllamaBackend } from '../lib/backends/ollama';
 import { ChatService } from '../lib/chat';
+import { Limits } from '../lib/limits/limits';
+import { Metering } from '../lib/metering';
+import { EmbeddingService } from '../lib/embeddings';
 import { ModelCatalog } from '../lib/models';
 import type { Config } from './config';
+import { createLogger, type Logger } from './logger';
+import { Metrics } from './metrics';
 
 export interface Services {
   config: Config;
@@ -15,9 +20,19 @@ export interface Services {
   pool: BackendPool;
   catalog: ModelCatalog;
   chat: ChatService;
+  /** Rate limits, allow-lists, expiry and allotments (in-memory counters live here). */
+  limits: Limits;
+  embeddings: EmbeddingService;
+  metrics: Metrics;
+  logger: Logger;
 }
 
-export function buildServices(config: Config, store: Store): Services {
+export interface ServiceOptions {
+  /** The clock for limits and the core (epoch ms); tests inject one to cross minutes and days. */
+  now?: () => number;
+}
+
+export function buildServices(config: Config, store: Store, options: ServiceOptions = {}): Services {
   const backends = config.OLLAMA_HOST.map(
     (url) =>
       new OllamaBackend(url, {
@@ -26,14 +41,39 @@ export function buildServices(config: Config, store: Store): Services {
         connectTimeoutMs: 10_000,
       }),
   );
-  const pool = new BackendPool(backends, { modelTtlMs: 10_000 });
+  const logger = createLogger(config.LOG_LEVEL);
+  const metrics = new Metrics();
+  const pool = new BackendPool(backends, {
+    modelTtlMs: 10_000,
+    refreshIntervalMs: config.MODEL_REFRESH_MS,
+    concurrency: config.BACKEND_CONCURRENCY,
+    queueLimit: config.QUEUE_LIMIT,
+    cooldownMs: config.BACKEND_COOLDOWN_MS,
+    observer: {
+      ...metrics.poolObserver,
+      stateChanged: (url, state, error) => logger[state === 'up' ? 'info' : 'warn']({ backend: url, state, error }, 'Ollama host state'),
+    },
+  });
+  metrics.watch(pool);
   const catalog = new ModelCatalog(store, pool);
-  const chat = new ChatService(store, catalog, pool, { defaultMaxOutputTokens: config.DEFAULT_MAX_OUTPUT_TOKENS });
-  return { config, store, pool, catalog, chat };
+  const limits = new Limits(options.now ? { now: options.now } : {});
+  const metering = new Metering(store, { limits, onSettled: metrics.countTokens, ...(options.now && { now: options.now }) });
+  const chat = new ChatService(metering, catalog, pool, {
+    defaultMaxOutputTokens: config.DEFAULT_MAX_OUTPUT_TOKENS,
+    ...(options.now && { now: options.now }),
+  });
+  const embeddings = new EmbeddingService(metering, catalog, pool);
+  return { config, store, pool, catalog, chat, limits, embeddings, metrics, logger };
 }
+
+const closed = new WeakSet<Services>();
 
 /** Releases sockets and the database; the process can then exit on its own. */
 export async function closeServices(services: Services): Promise<void> {
+  // Idempotent: a shutdown path and a test's cleanup may both call it.
+  if (closed.has(services)) return;
+  closed.add(services);
+  services.pool.close();
   await Promise.all(services.pool.backends.map((b) => (b instanceof OllamaBackend ? b.close() : undefined)));
   services.store.close();
 }
