@@ -1,0 +1,211 @@
+/**
+ * `npm run bench`: the gateway's own cost, side by side with the floor (direct to the Ollama test
+ * double) and the yardstick (a minimal reverse proxy), in one run on this machine.
+ *
+ * Every process gets its own event loop: the double, the proxy and the gateway are child processes;
+ * this process only generates load. Figures go to stdout and bench/RESULTS.md.
+ *
+ * Options (environment): BENCH_N (requests per run at 1 connection, default 2000),
+ * BENCH_N64 (at 64 connections, default 6000), BENCH_STREAMS (concurrent streams, default 500),
+ * BENCH_STREAM_DELAY_MS (token delay for the many-streams run, default 20).
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { run, type RunStats, type Target } from './load';
+
+const root = path.resolve(__dirname, '..', '..');
+const dist = path.join(root, 'dist');
+const N1 = Number(process.env.BENCH_N ?? 2000);
+const N64 = Number(process.env.BENCH_N64 ?? 6000);
+const STREAMS = Number(process.env.BENCH_STREAMS ?? 500);
+const STREAM_DELAY = Number(process.env.BENCH_STREAM_DELAY_MS ?? 20);
+const STREAM_TOKENS = 50;
+
+const children: ChildProcess[] = [];
+
+/** A port free right now, for a child that must be told its port up front. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts the gateway as users run it (LOG_LEVEL info: one JSON access-log line per request, written
+ * to a file as a service manager would) and waits until /ready answers.
+ */
+async function startGateway(env: NodeJS.ProcessEnv, logFile: string): Promise<{ url: string; child: ChildProcess }> {
+  const port = await freePort();
+  const log = fs.openSync(logFile, 'a');
+  const child = spawn(process.execPath, [path.join(dist, 'server', 'main.js')], {
+    env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: 'info' },
+    stdio: ['ignore', log, 'inherit'],
+  });
+  children.push(child);
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`${url}/ready`)).ok) return { url, child };
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the gateway did not become ready');
+}
+
+/** Starts a child that prints its URL as its first line. */
+function startChild(script: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    const lines = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
+    lines.on('line', (line) => {
+      const match = /(http:\/\/[\d.]+:\d+)/.exec(line);
+      if (match) resolve({ url: match[1] as string, child });
+    });
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
+  });
+}
+
+function peakMemoryMb(pid: number | undefined): number {
+  if (!pid) return NaN;
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
+  return hwm ? Number(hwm[1]) / 1024 : NaN;
+}
+
+function cli(db: string, ...args: string[]): string {
+  return execFileSync(process.execPath, [path.join(dist, 'db', 'cli.js'), ...args, '--db', db], { encoding: 'utf8' });
+}
+
+const json = (body: unknown) => JSON.stringify(body);
+const messages = [{ role: 'user', content: 'Say something short about benchmarks.' }];
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-bench-'));
+  const db = path.join(dir, 'bench.db');
+  // A limited, priced organisation: every request reserves, settles and writes a usage row.
+  cli(db, 'models', 'set', 'bench-model', '--ollama', 'llama3.2', '--input-cost', '0.001', '--output-cost', '0.002');
+  const key = JSON.parse(cli(db, 'keys', 'create', '--name', 'bench', '--credits', '1000000000', '--json')) as { client_key: string; client_secret: string; api_key: string };
+  try {
+    // Generous limits, so the limit checks run on every request without refusing any.
+    cli(db, 'orgs', 'set', 'bench', '--rpm', '100000000', '--tpm', '1000000000000');
+  } catch {
+    console.warn('(this build has no `orgs set`; running without rate limits)');
+  }
+
+  const double = await startChild(path.join(dist, 'bench', 'double-process.js'), ['0', '20']);
+  const proxy = await startChild(path.join(dist, 'bench', 'proxy.js'), [double.url]);
+  const gateway = await startGateway(
+    { OLLAMA_HOST: double.url, GATEWAY_DB: db, QUEUE_LIMIT: '100000', BACKEND_CONCURRENCY: '1000' },
+    path.join(dir, 'gateway.log'),
+  );
+
+  const json200 = { 'content-type': 'application/json' };
+  const bearer = { ...json200, authorization: `Bearer ${key.api_key}` };
+  const covalidHeaders = { ...json200, 'x-client-key': key.client_key, 'x-client-secret': key.client_secret };
+  const nativeChat = (url: string, stream: boolean): Target => ({ url, path: '/api/chat', headers: json200, body: json({ model: 'llama3.2', messages, stream }) });
+  const nativeGenerate = (url: string): Target => ({ url, path: '/api/generate', headers: json200, body: json({ model: 'llama3.2', prompt: messages[0]?.content, stream: false }) });
+  const openai = (stream: boolean): Target => ({ url: gateway.url, path: '/v1/chat/completions', headers: bearer, body: json({ model: 'bench-model', messages, stream }) });
+  const covalid: Target = { url: gateway.url, path: '/api/chat.php', headers: covalidHeaders, body: json({ prompt: messages[0]?.content, model: 'bench-model' }) };
+
+  const rows: Array<{ name: string; conns: number; stats: RunStats }> = [];
+  const measure = async (name: string, target: Target, conns: number, n: number, stream = false) => {
+    await run(target, conns, Math.min(200, n), stream); // warm-up: JIT, connection pools, caches
+    const stats = await run(target, conns, n, stream);
+    rows.push({ name, conns, stats });
+    console.log(`${name.padEnd(34)} c=${String(conns).padStart(3)}  ${stats.rps.toFixed(0).padStart(6)} req/s  mean ${stats.meanMs.toFixed(3)} ms  p50 ${stats.p50Ms.toFixed(3)}  p99 ${stats.p99Ms.toFixed(3)}  errors ${stats.errors}`);
+    return stats;
+  };
+
+  for (const conns of [1, 64]) {
+    const n = conns === 1 ? N1 : N64;
+    await measure('direct /api/chat (non-stream)', nativeChat(double.url, false), conns, n);
+    await measure('proxy /api/chat (non-stream)', nativeChat(proxy.url, false), conns, n);
+    await measure('gateway /v1/chat/completions', openai(false), conns, n);
+    await measure('direct /api/generate (non-stream)', nativeGenerate(double.url), conns, n);
+    await measure('gateway /api/chat.php', covalid, conns, n);
+    await measure('direct /api/chat (stream)', nativeChat(double.url, true), conns, n, true);
+    await measure('proxy /api/chat (stream)', nativeChat(proxy.url, true), conns, n, true);
+    await measure('gateway /v1/chat/completions stream', openai(true), conns, n, true);
+  }
+
+  // Many concurrent streams with a real token pace: what does the gateway add between tokens?
+  const slow = await startChild(path.join(dist, 'bench', 'double-process.js'), [String(STREAM_DELAY), String(STREAM_TOKENS)]);
+  const slowGateway = await startGateway(
+    { OLLAMA_HOST: slow.url, GATEWAY_DB: db, QUEUE_LIMIT: '100000', BACKEND_CONCURRENCY: '100000' },
+    path.join(dir, 'gateway-streams.log'),
+  );
+  const manyDirect = await run(nativeChat(slow.url, true), STREAMS, STREAMS, true);
+  const manyGateway = await run({ ...openai(true), url: slowGateway.url }, STREAMS, STREAMS, true);
+  const memory = Math.max(peakMemoryMb(gateway.child.pid), peakMemoryMb(slowGateway.child.pid));
+
+  const report = render(rows, manyDirect, manyGateway, memory);
+  console.log(`\n${report}`);
+  fs.writeFileSync(path.join(root, 'bench', 'RESULTS.md'), report);
+  for (const child of children) child.kill('SIGTERM');
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+function render(rows: Array<{ name: string; conns: number; stats: RunStats }>, manyDirect: RunStats, manyGateway: RunStats, memoryMb: number): string {
+  const get = (name: string, conns: number) => rows.find((r) => r.name === name && r.conns === conns)?.stats;
+  const f = (x: number | undefined, d = 3) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
+  const table = [
+    '| run | conns | req/s | mean ms | p50 ms | p99 ms | first data p50 ms | errors |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map(({ name, conns, stats: s }) => `| ${name} | ${conns} | ${f(s.rps, 0)} | ${f(s.meanMs)} | ${f(s.p50Ms)} | ${f(s.p99Ms)} | ${f(s.ttfbP50Ms)} | ${s.errors} |`),
+  ];
+  const added = (gw: string, base: string) => {
+    const g = get(gw, 1);
+    const b = get(base, 1);
+    return g && b ? g.meanMs - b.meanMs : NaN;
+  };
+  const ratio = (gw: string, yard: string) => {
+    const g = get(gw, 64);
+    const y = get(yard, 64);
+    return g && y ? g.rps / y.rps : NaN;
+  };
+  const headline = [
+    `| figure | value | target |`,
+    `|---|---|---|`,
+    `| added mean latency, /v1/chat/completions non-stream, 1 conn (vs direct) | ${f(added('gateway /v1/chat/completions', 'direct /api/chat (non-stream)'))} ms | ≤ 0.5 ms |`,
+    `| added mean latency, /api/chat.php, 1 conn (vs direct /api/generate) | ${f(added('gateway /api/chat.php', 'direct /api/generate (non-stream)'))} ms | ≤ 0.5 ms |`,
+    `| added mean latency, stream, 1 conn (vs direct) | ${f(added('gateway /v1/chat/completions stream', 'direct /api/chat (stream)'))} ms | |`,
+    `| req/s at 64 conns, non-stream, gateway ÷ minimal proxy | ${f(ratio('gateway /v1/chat/completions', 'proxy /api/chat (non-stream)'), 2)} | ≥ 0.6 |`,
+    `| req/s at 64 conns, stream, gateway ÷ minimal proxy | ${f(ratio('gateway /v1/chat/completions stream', 'proxy /api/chat (stream)'), 2)} | ≥ 0.6 |`,
+    `| ${STREAMS} concurrent streams (${STREAM_TOKENS} tokens, ${STREAM_DELAY} ms apart): gap between data p99 / max, direct | ${f(manyDirect.gapP99Ms, 1)} / ${f(manyDirect.gapMaxMs, 1)} ms | |`,
+    `| same through the gateway | ${f(manyGateway.gapP99Ms, 1)} / ${f(manyGateway.gapMaxMs, 1)} ms | ≤ 5 ms over direct |`,
+    `| tokens/s relayed across ${STREAMS} streams, direct / gateway | ${f((manyDirect.chunks ?? 0) / manyDirect.seconds, 0)} / ${f((manyGateway.chunks ?? 0) / manyGateway.seconds, 0)} | |`,
+    `| errors in the ${STREAMS}-stream run, direct / gateway | ${manyDirect.errors} / ${manyGateway.errors} | 0 |`,
+    `| gateway peak memory (VmHWM) | ${f(memoryMb, 0)} MB | < 300 MB |`,
+  ];
+  return [
+    '# Benchmark results',
+    '',
+    `Made by \`npm run bench\` on ${new Date().toISOString()} (${os.cpus().length} cores, Node ${process.version}).`,
+    'The Ollama test double answers 20 tokens with no delay for the throughput runs; "direct" is the floor,',
+    '"proxy" a minimal keep-alive reverse proxy (the yardstick), "gateway" has auth, rate limits, credits and',
+    'usage logging on (a limited, priced organisation) and its JSON access log at the default level, written',
+    'to a file. Ratios matter more than absolute figures: these',
+    'machines are noisy and everything shares 2 cores.',
+    '',
+    ...headline,
+    '',
+    ...table,
+    '',
+  ].join('\n');
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  for (const child of children) child.kill('SIGTERM');
+  process.exit(1);
+});
