@@ -2,6 +2,7 @@
  * Several Ollama hosts: routing by model, spreading load, retry before the first byte, a host going
  * down and coming back, /health and /ready.
  */
+import { until } from './support/until';
 import { startHarness, postJson, type Harness } from './support/harness';
 import { startOllamaDouble, type OllamaDouble } from './support/ollama-double';
 
@@ -12,15 +13,6 @@ const LLAMA_AND_QWEN = [
   { name: 'llama3.2:latest', family: 'llama' },
   { name: 'qwen3:8b', family: 'qwen3' },
 ];
-
-/** Polls until `check` holds (the machine may be slow: generous bound, no tight timing). */
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 interface HealthBody {
   status: string;

@@ -2,18 +2,11 @@
  * A client that leaves aborts the Ollama request at once (seen on the double's side), and is billed for
  * what was relayed and nothing else; Ollama dying mid-answer is a 502 billed the same way.
  */
+import { until } from './support/until';
 import { startHarness, type Harness } from './support/harness';
 import { tokenize } from './support/ollama-double';
 
 jest.setTimeout(30_000);
-
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 interface UsageRow {
   status: number;

@@ -1,30 +1,13 @@
 /**
  * The admin CLI against a real database file.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { runCli } from '../db/cli';
-import { Store } from '../db/store';
+import { useCliFixture } from './support/cli-fixture';
 
 describe('admin CLI', () => {
-  let dir: string;
-  let store: Store;
-  let out: string[];
-  let err: string[];
-  const run = (...argv: string[]) => runCli(argv, { out: (t) => out.push(t), err: (t) => err.push(t) }, store);
-  const lastJson = () => JSON.parse(out[out.length - 1] as string);
+  const cli = useCliFixture();
+  const run = cli.run;
+  const lastJson = () => cli.lastJson();
 
-  beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-cli-'));
-    store = new Store(path.join(dir, 'g.db'));
-    out = [];
-    err = [];
-  });
-  afterEach(() => {
-    store.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
 
   test('keys create prints the credentials once; they authenticate; the org gets the credits', () => {
     expect(run('keys', 'create', '--name', 'family-laptop', '--credits', '12.5', '--json')).toBe(0);
@@ -35,8 +18,8 @@ describe('admin CLI', () => {
       api_key: expect.stringMatching(/^sk-og-/),
       org: 'family-laptop',
     });
-    expect(store.authenticateClient(created.client_key, created.client_secret)?.keyName).toBe('family-laptop');
-    expect(store.authenticateApiKey(created.api_key)?.orgName).toBe('family-laptop');
+    expect(cli.store.authenticateClient(created.client_key, created.client_secret)?.keyName).toBe('family-laptop');
+    expect(cli.store.authenticateApiKey(created.api_key)?.orgName).toBe('family-laptop');
     expect(created.api_key).not.toContain(created.client_key.slice(3));
     expect(run('credits', 'show', 'family-laptop', '--json')).toBe(0);
     expect(lastJson()).toEqual({ org: 'family-laptop', credits: 12.5 });
@@ -60,19 +43,19 @@ describe('admin CLI', () => {
     run('keys', 'create', '--name', 'x', '--json');
     const { client_key, client_secret } = lastJson();
     expect(run('keys', 'revoke', client_key)).toBe(0);
-    expect(store.authenticateClient(client_key, client_secret)).toBeUndefined();
+    expect(cli.store.authenticateClient(client_key, client_secret)).toBeUndefined();
     expect(run('keys', 'revoke', client_key)).toBe(1);
-    expect(err.join('\n')).toMatch(/no active key/);
+    expect(cli.err.join('\n')).toMatch(/no active key/);
   });
 
   test('models set / list / remove, with prices kept exactly', () => {
     expect(run('models', 'set', 'house-model', '--ollama', 'llama3.2:3b', '--input-cost', '0.002', '--output-cost', '0.003', '--json')).toBe(0);
     expect(lastJson()).toMatchObject({ name: 'house-model', ollama: 'llama3.2:3b', category: 'chat', input_cost: 0.002, output_cost: 0.003 });
-    expect(store.getModel('house-model')).toMatchObject({ inputMicroPer1k: 2000, outputMicroPer1k: 3000 });
+    expect(cli.store.getModel('house-model')).toMatchObject({ inputMicroPer1k: 2000, outputMicroPer1k: 3000 });
     expect(run('models', 'list')).toBe(0);
-    expect(out[out.length - 1]).toMatch(/house-model\s+llama3\.2:3b\s+chat\s+0\.002\s+0\.003/);
+    expect(cli.out[cli.out.length - 1]).toMatch(/house-model\s+llama3\.2:3b\s+chat\s+0\.002\s+0\.003/);
     expect(run('models', 'remove', 'house-model')).toBe(0);
-    expect(store.getModel('house-model')).toBeUndefined();
+    expect(cli.store.getModel('house-model')).toBeUndefined();
   });
 
   test('the Covalid model names exist on a new database', () => {
@@ -89,6 +72,6 @@ describe('admin CLI', () => {
     [['keys', 'create', '--name', 'x', '--bogus'], /Unknown option/],
   ])('bad input %j is refused with a message', (argv, message) => {
     expect(run(...argv)).not.toBe(0);
-    expect(err.join('\n')).toMatch(message);
+    expect(cli.err.join('\n')).toMatch(message);
   });
 });

@@ -2,18 +2,11 @@
  * The bounded fair queue: BACKEND_CONCURRENCY slots per host and model, QUEUE_LIMIT waiters, 503 past
  * that, round-robin across organisations, and a client that leaves while queued frees its place.
  */
+import { until } from './support/until';
 import { startHarness, postJson, type Harness } from './support/harness';
 import type { Behaviour } from './support/ollama-double';
 
 jest.setTimeout(30_000);
-
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('the queue in front of Ollama', () => {
   let h: Harness;

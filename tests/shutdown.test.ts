@@ -2,18 +2,11 @@
  * Graceful shutdown, in-process (what main.ts does on SIGTERM/SIGINT): stop accepting, let running
  * requests finish within the grace period, cut the rest (Ollama is aborted), close the database.
  */
+import { until } from './support/until';
 import { startHarness, type Harness } from './support/harness';
 import { closeServices } from '../server/services';
 
 jest.setTimeout(30_000);
-
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('graceful shutdown', () => {
   let h: Harness;

@@ -2,31 +2,15 @@
  * The admin CLI's limit options (`keys create --rpm …`, `orgs set`) and the `usage` report, in JSON
  * and as a table, against a real database file.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { runCli } from '../db/cli';
-import { Store, type UsageRecord } from '../db/store';
+import { useCliFixture } from './support/cli-fixture';
+import type { UsageRecord } from '../db/store';
 import type { Principal } from '../lib/types';
 
 describe('limits and usage in the admin CLI', () => {
-  let dir: string;
-  let store: Store;
-  let out: string[];
-  let err: string[];
-  const run = (...argv: string[]) => runCli(argv, { out: (t) => out.push(t), err: (t) => err.push(t) }, store);
-  const lastJson = () => JSON.parse(out[out.length - 1] as string);
+  const cli = useCliFixture();
+  const run = cli.run;
+  const lastJson = () => cli.lastJson();
 
-  beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-usage-'));
-    store = new Store(path.join(dir, 'g.db'));
-    out = [];
-    err = [];
-  });
-  afterEach(() => {
-    store.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
 
   test('keys create stores every limit option; the principal carries them', () => {
     expect(
@@ -35,21 +19,21 @@ describe('limits and usage in the admin CLI', () => {
     ).toBe(0);
     const created = lastJson();
     expect(created.limits).toEqual({ rpm: 5, tpm: 2000, daily_credits: 1.5, monthly_credits: 20, models: ['covalid-1.0', 'llama3.2'], expires: '2031-06-01T00:00:00.000Z' });
-    expect(store.authenticateClient(created.client_key, created.client_secret)).toMatchObject({
+    expect(cli.store.authenticateClient(created.client_key, created.client_secret)).toMatchObject({
       limits: { key: { rpm: 5, tpm: 2000, dailyMicro: 1_500_000, monthlyMicro: 20_000_000 } },
       allowedModels: ['covalid-1.0', 'llama3.2'],
       expiresAt: '2031-06-01T00:00:00.000Z',
     });
     expect(run('keys', 'create', '--name', 'plain')).toBe(0);
-    expect(out[out.length - 1]).not.toMatch(/limits/);
+    expect(cli.out[cli.out.length - 1]).not.toMatch(/limits/);
   });
 
   test('bad limit values are usage errors (exit 2) and create nothing', () => {
     expect(run('keys', 'create', '--name', 'x', '--rpm', '0')).toBe(2);
     expect(run('keys', 'create', '--name', 'x', '--expires', 'next tuesday')).toBe(2);
     expect(run('keys', 'create', '--name', 'x', '--daily-credits', 'lots')).toBe(2);
-    expect(err.join('\n')).toMatch(/--rpm must be a positive integer[\s\S]*--expires must be an ISO time[\s\S]*--daily-credits must be a number/);
-    expect(store.listKeys()).toHaveLength(0);
+    expect(cli.err.join('\n')).toMatch(/--rpm must be a positive integer[\s\S]*--expires must be an ISO time[\s\S]*--daily-credits must be a number/);
+    expect(cli.store.listKeys()).toHaveLength(0);
   });
 
   test('orgs set changes an organisation\'s limits and balance; "none" removes a limit', () => {
@@ -57,11 +41,11 @@ describe('limits and usage in the admin CLI', () => {
     const { client_key, client_secret } = lastJson();
     expect(run('orgs', 'set', 'family', '--rpm', '30', '--tpm', '5000', '--credits', '10', '--daily-credits', '2', '--monthly-credits', '40', '--json')).toBe(0);
     expect(lastJson()).toEqual({ org: 'family', credits: 10, rpm: 30, tpm: 5000, daily_credits: 2, monthly_credits: 40 });
-    expect(store.authenticateClient(client_key, client_secret)?.limits?.org).toEqual({ rpm: 30, tpm: 5000, dailyMicro: 2_000_000, monthlyMicro: 40_000_000 });
-    expect(store.getOrgByName('family')?.balanceMicro).toBe(10_000_000);
+    expect(cli.store.authenticateClient(client_key, client_secret)?.limits?.org).toEqual({ rpm: 30, tpm: 5000, dailyMicro: 2_000_000, monthlyMicro: 40_000_000 });
+    expect(cli.store.getOrgByName('family')?.balanceMicro).toBe(10_000_000);
     expect(run('orgs', 'set', 'family', '--rpm', 'none')).toBe(0);
-    expect(out[out.length - 1]).toBe('family: rpm none.');
-    expect(store.authenticateClient(client_key, client_secret)?.limits?.org.rpm).toBeNull();
+    expect(cli.out[cli.out.length - 1]).toBe('family: rpm none.');
+    expect(cli.store.authenticateClient(client_key, client_secret)?.limits?.org.rpm).toBeNull();
     expect(run('orgs', 'set', 'nobody', '--rpm', '1')).toBe(1);
     expect(run('orgs', 'set', 'family')).toBe(2);
   });
@@ -71,14 +55,14 @@ describe('limits and usage in the admin CLI', () => {
     let bob: Principal;
     let bobKey: string;
     const record = (p: Principal, model: string | null, cost: number, status = 200, errorCode: string | null = null): void =>
-      store.recordUsage({ requestId: `r${Math.random()}`, route: 'covalid.chat', principal: p, model, promptTokens: 10, completionTokens: status === 200 ? 5 : 0, costMicro: cost, status, errorCode, latencyMs: 42 } satisfies UsageRecord);
+      cli.store.recordUsage({ requestId: `r${Math.random()}`, route: 'covalid.chat', principal: p, model, promptTokens: 10, completionTokens: status === 200 ? 5 : 0, costMicro: cost, status, errorCode, latencyMs: 42 } satisfies UsageRecord);
 
     beforeEach(() => {
-      const a = store.createKey({ name: 'alice', orgName: 'home' });
-      const b = store.createKey({ name: 'bob', orgName: 'work' });
+      const a = cli.store.createKey({ name: 'alice', orgName: 'home' });
+      const b = cli.store.createKey({ name: 'bob', orgName: 'work' });
       bobKey = b.clientKey;
-      alice = store.authenticateClient(a.clientKey, a.clientSecret) as Principal;
-      bob = store.authenticateClient(b.clientKey, b.clientSecret) as Principal;
+      alice = cli.store.authenticateClient(a.clientKey, a.clientSecret) as Principal;
+      bob = cli.store.authenticateClient(b.clientKey, b.clientSecret) as Principal;
       record(alice, 'covalid-1.0', 1_500);
       record(alice, 'covalid-1.0', 2_500);
       record(alice, 'qwen3:8b', 0);
@@ -125,7 +109,7 @@ describe('limits and usage in the admin CLI', () => {
 
     test('the table: a header line, one line per row, then totals per model', () => {
       expect(run('usage', '--org', 'work')).toBe(0);
-      const lines = (out[out.length - 1] as string).split('\n');
+      const lines = (cli.out[cli.out.length - 1] as string).split('\n');
       expect(lines[0]).toMatch(/^time\s+org\s+key\s+model\s+prompt_tokens\s+completion_tokens\s+cost\s+status\s+error\s+latency_ms$/);
       expect(lines[1]).toMatch(/^-+\s+-+/);
       expect(lines[2]).toMatch(new RegExp(`work\\s+${bob.clientKey}\\s+covalid-1\\.0\\s+10\\s+5\\s+0\\.001\\s+200\\s+-\\s+42$`));
