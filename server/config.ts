@@ -49,6 +49,10 @@ export const configSchema = z.object({
   /** Output bound for credit reservations when neither request nor model sets one. */
   DEFAULT_MAX_OUTPUT_TOKENS: integer(4096, 1),
   OLLAMA_HEADERS_TIMEOUT_MS: integer(30 * 60_000),
+  /** Streams: how long the headers wait for Ollama's first token before opening with keep-alives. */
+  SSE_HEADER_GRACE_MS: integer(5_000),
+  /** Streams: silence after which a `: keep-alive` comment is written (0 turns them off). */
+  SSE_KEEP_ALIVE_MS: integer(10_000),
   OLLAMA_BODY_TIMEOUT_MS: integer(10 * 60_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Requests in flight per Ollama host and model; set it like Ollama's OLLAMA_NUM_PARALLEL. */

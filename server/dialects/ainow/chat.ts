@@ -84,6 +84,9 @@ export async function ainowChat(services: Services, req: Request, res: Response)
   const { parsed, principal, call } = admitted;
   if (!parsed.stream) return void res.json(await completeChat(services, admitted));
   // open() refuses (model, credits, Ollama down) before any header is written.
-  const { events } = await services.chat.open(call, parsed.request);
-  await relayAsSse(res, events, call.signal, withStatsEvent(chatChunkRenderer(parsed.request.model, parsed.includeUsage, principal.orgId)));
+  const renderer = withStatsEvent(chatChunkRenderer(parsed.request.model, parsed.includeUsage, principal.orgId));
+  await relayAsSse(res, services.chat.open(call, parsed.request), call.signal, renderer, {
+    keepAliveMs: services.config.SSE_KEEP_ALIVE_MS,
+    headerGraceMs: services.config.SSE_HEADER_GRACE_MS,
+  });
 }

@@ -9,7 +9,6 @@ import type { ChatRequest } from '../../../lib/types';
 import { authenticateApiKey } from '../../auth';
 import { clientGone, locals } from '../../context';
 import type { Services } from '../../services';
-import { SSE_KEEP_ALIVE_MS } from '../../sse';
 import { parseChatBody } from './chat-request';
 import { renderChatCompletion } from './chat-response';
 import { chatChunkRenderer } from './chat-stream';
@@ -20,10 +19,6 @@ import { relayAsSse, type StreamRenderer } from './stream-relay';
 
 export const OPENAI_PREFIX = '/v1';
 
-export interface OpenAIRouterOptions {
-  /** Silence after which a streaming reply gets a `: keep-alive` comment. */
-  keepAliveMs?: number;
-}
 
 /** Auth, then the route label and the call context the core needs. */
 function begin(services: Services, req: Request, res: Response, route: string): CallContext {
@@ -33,10 +28,11 @@ function begin(services: Services, req: Request, res: Response, route: string): 
   return { principal, requestId: ctx.requestId, route, signal: clientGone(req, res) };
 }
 
-export function openaiRouter(services: Services, options: OpenAIRouterOptions = {}): Router {
+export function openaiRouter(services: Services): Router {
   const router = Router();
   const json = express.json({ limit: services.config.BODY_LIMIT, type: () => true });
-  const keepAliveMs = options.keepAliveMs ?? SSE_KEEP_ALIVE_MS;
+  const keepAliveMs = services.config.SSE_KEEP_ALIVE_MS;
+  const headerGraceMs = services.config.SSE_HEADER_GRACE_MS;
 
   /** Streams through the core, or gathers the whole answer; everything that can refuse runs first. */
   async function generate(
@@ -54,9 +50,8 @@ export function openaiRouter(services: Services, options: OpenAIRouterOptions = 
       return;
     }
     // open() resolves once Ollama sent its first line: auth, model, credits and Ollama's own
-    // refusals (down, busy) have all become real HTTP statuses by then.
-    const { events } = await services.chat.open(call, request);
-    await relayAsSse(res, events, call.signal, renderer(), keepAliveMs);
+    // refusals (down, busy) become real HTTP statuses, unless the model takes long to load.
+    await relayAsSse(res, services.chat.open(call, request), call.signal, renderer(), { keepAliveMs, headerGraceMs });
   }
 
   router.post(`${OPENAI_PREFIX}/chat/completions`, json, async (req, res) => {

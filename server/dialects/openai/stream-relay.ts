@@ -1,11 +1,16 @@
 /**
- * Relays the core's event stream as SSE, for both OpenAI generation endpoints. The headers go out
- * only after the core admitted the request (the caller opened it), so refusals were real statuses;
- * from here on a failure is written as `data: {"error": …}` and `data: [DONE]` — never a clean end
- * that would pass a truncated answer off as complete.
+ * Relays the core's event stream as SSE, for the OpenAI-shaped generation endpoints.
+ *
+ * The headers wait for the core to open the request — auth, model, limits, credits, the queue and
+ * Ollama's own refusals then become real HTTP statuses — but not forever: a model that takes longer
+ * than `headerGraceMs` to load would otherwise hit the client's header timeout, so past that the
+ * headers go out and keep-alive comments hold the connection. From the headers on, a failure is
+ * written as `data: {"error": …}` and `data: [DONE]` — never a clean end that would pass a truncated
+ * answer off as complete.
  */
 import type { Response } from 'express';
 import { GatewayError, toGatewayError } from '../../../lib/errors';
+import type { ChatExecution } from '../../../lib/chat';
 import type { ChatEvent } from '../../../lib/types';
 import { SseWriter } from '../../sse';
 
@@ -17,17 +22,32 @@ export interface StreamRenderer {
   done(event: Extract<ChatEvent, { type: 'done' }>): unknown[];
 }
 
+/** How long the headers wait for Ollama's first line before the stream opens with keep-alives. */
+export const SSE_HEADER_GRACE_MS = 5_000;
+
+export interface RelayOptions {
+  keepAliveMs?: number;
+  headerGraceMs?: number;
+}
+
 export async function relayAsSse(
   res: Response,
-  events: AsyncGenerator<ChatEvent, void, undefined>,
+  opening: Promise<ChatExecution>,
   signal: AbortSignal,
   render: StreamRenderer,
-  keepAliveMs?: number,
+  options: RelayOptions = {},
 ): Promise<void> {
-  const sse = new SseWriter(res, keepAliveMs);
+  const sse = new SseWriter(res, options.keepAliveMs);
+  let timer: NodeJS.Timeout | undefined;
+  const grace = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), options.headerGraceMs ?? SSE_HEADER_GRACE_MS);
+  });
+  // Before the grace period ends a refusal rejects here and is rendered as a real status.
+  const first = await Promise.race([opening, grace]).finally(() => clearTimeout(timer));
   sse.open();
   for (const chunk of render.start()) sse.data(chunk);
   try {
+    const { events } = first === 'late' ? await opening : first;
     for await (const event of events) {
       // The client left: stop reading, which makes the core abort Ollama and bill what was relayed.
       if (signal.aborted) break;
