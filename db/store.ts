@@ -209,7 +209,6 @@ export class Store {
            max_output_tokens = excluded.max_output_tokens, tokenizer = excluded.tokenizer`,
       ),
       removeModel: db.prepare(`DELETE FROM models WHERE name = ?`),
-      insertReservation: db.prepare(`INSERT INTO reservations (org_id, amount_micro, created_at) VALUES (?, ?, ?)`),
       deleteReservation: db.prepare(`DELETE FROM reservations WHERE id = ?`),
       orphanReservations: db.prepare<[], { id: number; org_id: string; amount_micro: number }>(
         `SELECT id, org_id, amount_micro FROM reservations`,
@@ -366,9 +365,13 @@ export class Store {
   /** Adds `amountMicro` to every allotment counter, or throws quota_exceeded for the first that cannot take it. */
   private holdAllotments(checks: readonly AllotmentCheck[], amountMicro: number): AllotmentHold[] {
     for (const check of checks) {
-      const seed = check.holder.kind === 'key' ? this.limitStmts.seedKeyAllotment : this.limitStmts.seedOrgAllotment;
-      seed.run({ scope: check.scope, period: check.period, holder: check.holder.id, start: check.periodStart, end: new Date(check.resetAt).toISOString() });
-      const spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent ?? 0;
+      let spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent;
+      if (spent === undefined) {
+        // First request of the period: seed the counter from the usage log (a scan, so only once).
+        const seed = check.holder.kind === 'key' ? this.limitStmts.seedKeyAllotment : this.limitStmts.seedOrgAllotment;
+        seed.run({ scope: check.scope, period: check.period, holder: check.holder.id, start: check.periodStart, end: new Date(check.resetAt).toISOString() });
+        spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent ?? 0;
+      }
       if (spent >= check.limitMicro || spent + amountMicro > check.limitMicro) throw quotaExceeded(check, spent);
     }
     for (const check of checks) this.limitStmts.addAllotment.run(amountMicro, check.scope, check.period);

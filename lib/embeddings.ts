@@ -38,7 +38,7 @@ export class EmbeddingService {
 
     const estimate = inputs.reduce((sum, text) => sum + countTokens(text, model.tokenizer ?? undefined), 0);
     // Embedding models have no output; only the input is priced and reserved.
-    const admission = this.metering.admit(ctx, { ...model, outputMicroPer1k: 0 }, {
+    const admission = this.metering.admit(ctx, model, {
       promptTokens: Math.ceil(estimate * ESTIMATE_MARGIN) + 16,
       completionTokens: 0,
     });

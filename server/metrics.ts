@@ -115,7 +115,7 @@ export class Metrics {
         const route = ctx.route ?? routeLabel(req);
         const status = String(res.headersSent ? res.statusCode : 499);
         // A model name the caller made up must not become a label: only admitted requests carry it.
-        const model = ctx.principal && ctx.model && res.statusCode !== 404 && res.statusCode !== 400 ? ctx.model : '';
+        const model = ctx.principal && ctx.model && ![400, 403, 404].includes(res.statusCode) ? ctx.model : '';
         this.requests.inc({ route, status, model });
         this.duration.observe({ route, status }, Number(process.hrtime.bigint() - started) / 1e9);
       });

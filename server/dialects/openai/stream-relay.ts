@@ -13,6 +13,7 @@ import { GatewayError, toGatewayError } from '../../../lib/errors';
 import type { ChatExecution } from '../../../lib/chat';
 import type { ChatEvent } from '../../../lib/types';
 import { SseWriter } from '../../sse';
+import { openaiErrorObject } from './errors';
 
 export interface StreamRenderer {
   /** Chunks to send before the first event (e.g. the role delta). */
@@ -59,7 +60,8 @@ export async function relayAsSse(
     throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
   } catch (err) {
     if (signal.aborted) return void sse.end();
-    sse.data({ error: { message: toGatewayError(err).message, type: 'server_error', param: null, code: null } });
+    // The same error object a status reply would carry, so clients can tell a missing model from a crash.
+    sse.data({ error: openaiErrorObject(toGatewayError(err)) });
     sse.done();
   } finally {
     sse.stop();
