@@ -76,7 +76,11 @@ describe('several Ollama hosts', () => {
       [d2.url, 'up'],
     ]);
     // The probe after the cool-down (200 ms here) finds it healthy again.
-    await until(async () => (await health(h)).backends[0]?.state === 'up', 'host 1 back up');
+    let seen: unknown;
+    await until(async () => {
+      seen = (await health(h)).backends[0];
+      return (seen as { state?: string } | undefined)?.state === 'up';
+    }, 'host 1 back up', 10_000, () => JSON.stringify(seen));
     expect((await chat({ prompt: 'again' })).status).toBe(200);
     expect(d1.generations()).toHaveLength(2);
   });
@@ -128,7 +132,11 @@ describe('several Ollama hosts', () => {
     expect(d2.generations()).toHaveLength(served + 1);
 
     d1 = await startOllamaDouble({ models: LLAMA_ONLY, port });
-    await until(async () => (await health(h)).backends[0]?.state === 'up', 'host 1 back up');
+    let seen: unknown;
+    await until(async () => {
+      seen = (await health(h)).backends[0];
+      return (seen as { state?: string } | undefined)?.state === 'up';
+    }, 'host 1 back up', 10_000, () => JSON.stringify(seen));
     body = await health(h);
     expect(body.backends[0]).toMatchObject({ state: 'up', reachable: true, in_flight: 0 });
     expect((await chat({ prompt: 'back' })).status).toBe(200);

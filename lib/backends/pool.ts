@@ -305,7 +305,10 @@ export class BackendPool {
     if (this.closed) return;
     host.probeTimer = setTimeout(() => {
       host.probeTimer = null;
-      void this.refresh(host, true);
+      // The timer is the end of the cool-down: probe without comparing clocks. Timers run on the event
+      // loop's cached monotonic time and can fire a little before `now()` reaches `coolUntil`; a check
+      // here would then skip the probe with no timer left to try again, and the host would stay out.
+      void this.probeOnce(host);
     }, wait);
     host.probeTimer.unref();
   }
@@ -342,16 +345,20 @@ export class BackendPool {
     } else if (now < host.coolUntil) {
       return; // still cooling down; its probe timer will look again
     }
+    await this.probeOnce(host);
+  }
+
+  /** One probe at a time per host, however many requests are waiting on it. */
+  private probeOnce(host: HostState): Promise<void> {
     let inProgress = this.pending.get(host);
     if (!inProgress) {
-      // One probe at a time per host, however many requests are waiting on it.
       inProgress = this.probe(host).finally(() => {
         host.fetchedAt = this.options.now();
         this.pending.delete(host);
       });
       this.pending.set(host, inProgress);
     }
-    await inProgress;
+    return inProgress;
   }
 
   private async probe(host: HostState): Promise<void> {
