@@ -11,6 +11,29 @@ interface ResponseErrorLike {
   status_code: number;
 }
 
+/** The same failure from our own HTTP calls, shaped like ollama-js's so one classifier serves both. */
+export class OllamaResponseError extends Error implements ResponseErrorLike {
+  override readonly name = 'ResponseError';
+  constructor(
+    readonly error: string,
+    readonly status_code: number,
+  ) {
+    super(error);
+  }
+}
+
+/** Ollama's message from an error body: `{"error": "..."}`, else the start of whatever came (a proxy's page). */
+export function errorMessageFrom(body: string, status: number): string {
+  try {
+    const parsed = JSON.parse(body) as { error?: unknown };
+    if (typeof parsed.error === 'string') return parsed.error;
+  } catch {
+    // not JSON: fall through to the raw text
+  }
+  const text = body.trim().slice(0, 200);
+  return text === '' ? `HTTP ${status}` : text;
+}
+
 function isResponseError(err: unknown): err is ResponseErrorLike {
   return err instanceof Error && err.name === 'ResponseError' && typeof (err as Partial<ResponseErrorLike>).status_code === 'number';
 }

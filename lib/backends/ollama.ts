@@ -1,14 +1,15 @@
 /**
- * One Ollama host, through the official `ollama` client.
+ * One Ollama host. Generations go through undici's `request()` on a keep-alive pool (the hot path);
+ * the rest (models, version, embeddings) through the official `ollama` client on the same pool.
  *
- * Every generation is streamed from Ollama, even when the caller wants one JSON answer: it is the only
- * mode in which the request can be aborted (ollama-js gives non-streamed calls no signal), and it lets
- * the core bill exactly what was relayed when a client leaves.
+ * Every generation is streamed from Ollama, even when the caller wants one JSON answer: Ollama then
+ * reports progress line by line, so the core can bill exactly what was relayed when a client leaves.
  */
 import { Ollama, type ChatRequest as OllamaChatRequest, type GenerateRequest, type Message, type Options } from 'ollama';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
-import { failureBeforeFirstByte, failureMidStream } from './failures';
+import { errorMessageFrom, failureBeforeFirstByte, failureMidStream, OllamaResponseError } from './failures';
+import { ndjsonLines } from './ndjson';
 import type { Backend, BackendChatRequest, BackendChunk, BackendModel, EmbedResult } from './types';
 
 export interface OllamaBackendOptions {
@@ -29,6 +30,8 @@ export const DEFAULT_OLLAMA_BACKEND_OPTIONS: OllamaBackendOptions = {
 };
 
 type FetchLike = typeof fetch;
+
+const JSON_HEADERS = { 'content-type': 'application/json' } as const;
 
 /** What a native NDJSON line may carry beyond ollama-js's types (tool-call ids, generate's `response`). */
 interface RawLine {
@@ -77,23 +80,41 @@ export class OllamaBackend implements Backend {
   }
 
   async chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk>> {
-    // Our own controller too, so that a consumer that stops reading early also stops Ollama generating.
+    // Our own controller, so that a consumer that stops reading early also stops Ollama generating:
+    // aborting closes the connection, which is how Ollama learns to stop.
     const upstream = new AbortController();
-    const client = this.client(AbortSignal.any([request.signal, upstream.signal]));
-    let lines: AsyncIterator<RawLine>;
+    const callerLeft = () => upstream.abort();
+    if (request.signal.aborted) upstream.abort();
+    else request.signal.addEventListener('abort', callerLeft, { once: true });
+    const detach = () => request.signal.removeEventListener('abort', callerLeft);
+
+    const isChat = request.input.kind === 'messages';
+    const body = isChat ? { ...this.chatBody(request), stream: true } : { ...this.generateBody(request), stream: true };
+    let lines: AsyncGenerator<RawLine>;
     let first: IteratorResult<RawLine>;
     try {
-      const iterable =
-        request.input.kind === 'messages'
-          ? await client.chat({ ...this.chatBody(request), stream: true })
-          : await client.generate({ ...this.generateBody(request), stream: true });
-      lines = (iterable as AsyncIterable<RawLine>)[Symbol.asyncIterator]();
+      // undici's request() rather than ollama-js over fetch: no WHATWG Request, Headers and stream
+      // objects per call, which was most of the gateway's own CPU per request (bench/README.md).
+      const response = await this.agent.request({
+        origin: this.url,
+        path: isChat ? '/api/chat' : '/api/generate',
+        method: 'POST',
+        headers: JSON_HEADERS,
+        body: JSON.stringify(body),
+        signal: upstream.signal,
+      });
+      if (response.statusCode < 200 || response.statusCode >= 300) {
+        const text = await response.body.text();
+        throw new OllamaResponseError(errorMessageFrom(text, response.statusCode), response.statusCode);
+      }
+      lines = ndjsonLines<RawLine>(response.body);
       first = await lines.next();
     } catch (err) {
+      detach();
       upstream.abort();
       throw failureBeforeFirstByte(err, this.url, request.model);
     }
-    return relay(first, lines, upstream);
+    return relay(first, lines, upstream, detach);
   }
 
   async embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult> {
@@ -163,6 +184,7 @@ async function* relay(
   first: IteratorResult<RawLine>,
   lines: AsyncIterator<RawLine>,
   upstream: AbortController,
+  detach: () => void,
 ): AsyncGenerator<BackendChunk> {
   let finished = false;
   try {
@@ -177,6 +199,7 @@ async function* relay(
   } catch (err) {
     throw failureMidStream(err);
   } finally {
+    detach();
     // A consumer that left before the final line: close the HTTP request so Ollama stops generating.
     if (!finished) upstream.abort();
   }
