@@ -9,82 +9,16 @@
  * BENCH_N64 (at 64 connections, default 6000), BENCH_STREAMS (concurrent streams, default 500),
  * BENCH_STREAM_DELAY_MS (token delay for the many-streams run, default 20).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { run, type RunStats, type Target } from './load';
-
-const root = path.resolve(__dirname, '..', '..');
-const dist = path.join(root, 'dist');
+import { killChildren, peakMemoryMb, prepareDatabase, root, startChild, startDouble, startGateway } from './processes';
 const N1 = Number(process.env.BENCH_N ?? 2000);
 const N64 = Number(process.env.BENCH_N64 ?? 6000);
 const STREAMS = Number(process.env.BENCH_STREAMS ?? 500);
 const STREAM_DELAY = Number(process.env.BENCH_STREAM_DELAY_MS ?? 20);
 const STREAM_TOKENS = 50;
-
-const children: ChildProcess[] = [];
-
-/** A port free right now, for a child that must be told its port up front. */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/**
- * Starts the gateway as users run it (LOG_LEVEL info: one JSON access-log line per request, written
- * to a file as a service manager would) and waits until /ready answers.
- */
-async function startGateway(env: NodeJS.ProcessEnv, logFile: string): Promise<{ url: string; child: ChildProcess }> {
-  const port = await freePort();
-  const log = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, [path.join(dist, 'server', 'main.js')], {
-    env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: 'info' },
-    stdio: ['ignore', log, 'inherit'],
-  });
-  children.push(child);
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`${url}/ready`)).ok) return { url, child };
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('the gateway did not become ready');
-}
-
-/** Starts a child that prints its URL as its first line. */
-function startChild(script: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    const lines = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    lines.on('line', (line) => {
-      const match = /(http:\/\/[\d.]+:\d+)/.exec(line);
-      if (match) resolve({ url: match[1] as string, child });
-    });
-    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
-  });
-}
-
-function peakMemoryMb(pid: number | undefined): number {
-  if (!pid) return NaN;
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
-  return hwm ? Number(hwm[1]) / 1024 : NaN;
-}
-
-function cli(db: string, ...args: string[]): string {
-  return execFileSync(process.execPath, [path.join(dist, 'db', 'cli.js'), ...args, '--db', db], { encoding: 'utf8' });
-}
 
 const json = (body: unknown) => JSON.stringify(body);
 const messages = [{ role: 'user', content: 'Say something short about benchmarks.' }];
@@ -92,18 +26,10 @@ const messages = [{ role: 'user', content: 'Say something short about benchmarks
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-bench-'));
   const db = path.join(dir, 'bench.db');
-  // A limited, priced organisation: every request reserves, settles and writes a usage row.
-  cli(db, 'models', 'set', 'bench-model', '--ollama', 'llama3.2', '--input-cost', '0.001', '--output-cost', '0.002');
-  const key = JSON.parse(cli(db, 'keys', 'create', '--name', 'bench', '--credits', '1000000000', '--json')) as { client_key: string; client_secret: string; api_key: string };
-  try {
-    // Generous limits, so the limit checks run on every request without refusing any.
-    cli(db, 'orgs', 'set', 'bench', '--rpm', '100000000', '--tpm', '1000000000000');
-  } catch {
-    console.warn('(this build has no `orgs set`; running without rate limits)');
-  }
+  const key = prepareDatabase(db);
 
-  const double = await startChild(path.join(dist, 'bench', 'double-process.js'), ['0', '20']);
-  const proxy = await startChild(path.join(dist, 'bench', 'proxy.js'), [double.url]);
+  const double = await startDouble(0, 20);
+  const proxy = await startChild(path.join(root, 'dist', 'bench', 'proxy.js'), [double.url]);
   const gateway = await startGateway(
     { OLLAMA_HOST: double.url, GATEWAY_DB: db, QUEUE_LIMIT: '100000', BACKEND_CONCURRENCY: '1000' },
     path.join(dir, 'gateway.log'),
@@ -139,7 +65,7 @@ async function main(): Promise<void> {
   }
 
   // Many concurrent streams with a real token pace: what does the gateway add between tokens?
-  const slow = await startChild(path.join(dist, 'bench', 'double-process.js'), [String(STREAM_DELAY), String(STREAM_TOKENS)]);
+  const slow = await startDouble(STREAM_DELAY, STREAM_TOKENS);
   const slowGateway = await startGateway(
     { OLLAMA_HOST: slow.url, GATEWAY_DB: db, QUEUE_LIMIT: '100000', BACKEND_CONCURRENCY: '100000' },
     path.join(dir, 'gateway-streams.log'),
@@ -151,7 +77,7 @@ async function main(): Promise<void> {
   const report = render(rows, manyDirect, manyGateway, memory);
   console.log(`\n${report}`);
   fs.writeFileSync(path.join(root, 'bench', 'RESULTS.md'), report);
-  for (const child of children) child.kill('SIGTERM');
+  killChildren();
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
@@ -206,6 +132,6 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats }>, m
 
 main().catch((err: unknown) => {
   console.error(err);
-  for (const child of children) child.kill('SIGTERM');
+  killChildren();
   process.exit(1);
 });
