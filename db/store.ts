@@ -1,7 +1,11 @@
 /**
- * The SQLite store: organisations, keys, models, credit reservations and the usage log.
- * It knows nothing of HTTP. Every money movement is one transaction, and the reservation rows make a
- * crash lose nothing: start-up refunds whatever was still set aside.
+ * The SQLite store: organisations, keys, models, credits and the usage log. It knows nothing of HTTP.
+ *
+ * Credits for requests in flight are held in memory, not written: admission checks the balance less
+ * what this process already holds, and the settlement is the request's one write transaction (charge,
+ * allotment counters, usage row together). A crash therefore loses nothing a user paid for — held
+ * credits were never taken — and there is nothing to refund at start-up. The holds are per process:
+ * run one gateway per database (rate-limit windows are per process too).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -56,6 +60,7 @@ export interface UsageRecord {
 }
 
 export interface Reservation {
+  /** Null when no money is at stake (an unlimited organisation without allotments). */
   id: number | null;
   orgId: string;
   amountMicro: number;
@@ -150,7 +155,6 @@ export class Store {
         `SELECT spent_micro AS spent FROM allotment_spend WHERE scope = ? AND period = ?`,
       ),
       addAllotment: db.prepare(`UPDATE allotment_spend SET spent_micro = MAX(0, spent_micro + ?) WHERE scope = ? AND period = ?`),
-      insertReservation: db.prepare(`INSERT INTO reservations (org_id, amount_micro, created_at, allotments) VALUES (?, ?, ?, ?)`),
       reservationAllotments: db.prepare<[], { id: number; allotments: string | null }>(`SELECT id, allotments FROM reservations`),
       keyIdByClientKey: db.prepare<[string], { id: number }>(`SELECT id FROM keys WHERE client_key = ?`),
     };
@@ -185,9 +189,9 @@ export class Store {
       addBalance: db.prepare(
         `UPDATE orgs SET balance_micro = balance_micro + ? WHERE id = ? AND balance_micro IS NOT NULL`,
       ),
-      takeBalance: db.prepare(
-        `UPDATE orgs SET balance_micro = balance_micro - @amount
-         WHERE id = @org AND balance_micro IS NOT NULL AND balance_micro >= @amount`,
+      // Never below zero, even if an operator lowered the balance while the request ran.
+      chargeBalance: db.prepare(
+        `UPDATE orgs SET balance_micro = MAX(0, balance_micro - ?) WHERE id = ? AND balance_micro IS NOT NULL`,
       ),
       insertKey: db.prepare(
         `INSERT INTO keys (client_key, name, org_id, secret_hash, api_key_hash, api_key_prefix, created_at)
@@ -229,11 +233,18 @@ export class Store {
   // ---- organisations -------------------------------------------------------------------------
 
   getOrgByName(name: string): OrgRow | undefined {
-    return this.stmts.orgByName.get(name);
+    return this.available(this.stmts.orgByName.get(name));
   }
 
+  /** The organisation with what it can spend now: its balance less the credits its requests in flight hold. */
   getOrg(id: string): OrgRow | undefined {
-    return this.stmts.orgById.get(id);
+    return this.available(this.stmts.orgById.get(id));
+  }
+
+  private available(org: OrgRow | undefined): OrgRow | undefined {
+    if (!org || org.balanceMicro === null) return org;
+    const held = this.heldCredits.get(org.id) ?? 0;
+    return held === 0 ? org : { ...org, balanceMicro: org.balanceMicro - held };
   }
 
   createOrg(name: string, balanceMicro: number | null): OrgRow {
@@ -251,7 +262,7 @@ export class Store {
   addCredits(orgId: string, amountMicro: number): OrgRow {
     return this.db
       .transaction(() => {
-        const org = this.getOrg(orgId);
+        const org = this.stmts.orgById.get(orgId); // the stored balance: credits held in flight are not taken yet
         if (!org) throw new Error(`no organisation ${orgId}`);
         const next = (org.balanceMicro ?? 0) + amountMicro;
         if (next < 0) throw new RangeError(`balance would go below zero (${org.balanceMicro ?? 0} + ${amountMicro})`);
@@ -268,7 +279,7 @@ export class Store {
     return this.db
       .transaction((): CreatedKey => {
         const orgName = input.orgName ?? input.name;
-        let org = this.getOrgByName(orgName);
+        let org = this.stmts.orgByName.get(orgName);
         if (!org) org = this.createOrg(orgName, input.balanceMicro ?? null);
         else if (input.balanceMicro !== undefined) {
           this.setBalance(org.id, input.balanceMicro);
@@ -342,28 +353,35 @@ export class Store {
 
   // ---- credits -------------------------------------------------------------------------------
 
+  /** Credits held by requests in flight, per organisation (micro-credits). */
+  private readonly heldCredits = new Map<string, number>();
+  /** The same holds on allotment counters, per `scope|period`. */
+  private readonly heldAllotments = new Map<string, number>();
+  /** Reservations not yet settled, so a hold is released exactly once. */
+  private readonly open = new Set<number>();
+  private nextReservationId = 1;
+
   /**
-   * Sets `amountMicro` aside from the organisation's balance, or returns undefined when the balance
-   * cannot cover it. Unlimited organisations get a reservation that moves no money.
+   * Holds `amountMicro` of the organisation's balance (and of its key's and its own allotments) for a
+   * request about to run, or returns undefined when the balance less what is already held cannot
+   * cover it. Only reads: nothing is written until settle. Unlimited organisations without
+   * allotments get a reservation that holds nothing.
    */
   reserve(orgId: string, amountMicro: number, allotments: readonly AllotmentCheck[] = []): Reservation | undefined {
-    return this.db
-      .transaction((): Reservation | undefined => {
-        const org = this.getOrg(orgId);
-        if (!org) return undefined;
-        if (org.balanceMicro === null && allotments.length === 0) return { id: null, orgId, amountMicro: 0 };
-        if (org.balanceMicro !== null && this.stmts.takeBalance.run({ org: orgId, amount: amountMicro }).changes !== 1) return undefined;
-        // A spent allotment throws quota_exceeded, which rolls the balance back with the transaction.
-        const holds = this.holdAllotments(allotments, amountMicro);
-        const held = holds.length > 0 ? JSON.stringify(holds) : null;
-        const id = Number(this.limitStmts.insertReservation.run(orgId, amountMicro, now(), held).lastInsertRowid);
-        return holds.length > 0 ? { id, orgId, amountMicro, allotments: holds } : { id, orgId, amountMicro };
-      })
-      .immediate();
+    const org = this.getOrg(orgId);
+    if (!org) return undefined;
+    if (org.balanceMicro === null && allotments.length === 0) return { id: null, orgId, amountMicro: 0 };
+    if (org.balanceMicro !== null && org.balanceMicro < amountMicro) return undefined;
+    const holds = this.checkAllotments(allotments, amountMicro); // throws quota_exceeded
+    const id = this.nextReservationId++;
+    this.open.add(id);
+    addTo(this.heldCredits, orgId, amountMicro);
+    for (const hold of holds) addTo(this.heldAllotments, allotmentKey(hold), amountMicro);
+    return holds.length > 0 ? { id, orgId, amountMicro, allotments: holds } : { id, orgId, amountMicro };
   }
 
-  /** Adds `amountMicro` to every allotment counter, or throws quota_exceeded for the first that cannot take it. */
-  private holdAllotments(checks: readonly AllotmentCheck[], amountMicro: number): AllotmentHold[] {
+  /** Throws quota_exceeded for the first allotment that cannot take `amountMicro` more; else the counters to hold. */
+  private checkAllotments(checks: readonly AllotmentCheck[], amountMicro: number): AllotmentHold[] {
     for (const check of checks) {
       let spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent;
       if (spent === undefined) {
@@ -372,28 +390,39 @@ export class Store {
         seed.run({ scope: check.scope, period: check.period, holder: check.holder.id, start: check.periodStart, end: new Date(check.resetAt).toISOString() });
         spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent ?? 0;
       }
+      spent += this.heldAllotments.get(allotmentKey(check)) ?? 0;
       if (spent >= check.limitMicro || spent + amountMicro > check.limitMicro) throw quotaExceeded(check, spent);
     }
-    for (const check of checks) this.limitStmts.addAllotment.run(amountMicro, check.scope, check.period);
     return checks.map(({ scope, period }) => ({ scope, period }));
   }
 
   /**
-   * Charges `chargeMicro` (at most the reserved amount) against a reservation, gives the rest back
-   * and writes the usage row, all in one transaction.
+   * The request's one write: charges `chargeMicro` (at most what was held) to the balance and the
+   * allotment counters and writes the usage row, in one transaction; then lets the hold go.
    */
   settle(reservation: Reservation | null, chargeMicro: number, usage: UsageRecord): void {
-    this.db
-      .transaction(() => {
-        if (reservation && reservation.id !== null) {
-          const refund = reservation.amountMicro - Math.min(chargeMicro, reservation.amountMicro);
-          if (refund > 0) this.stmts.addBalance.run(refund, reservation.orgId);
-          if (refund > 0) this.releaseAllotments(reservation.allotments ?? [], refund);
-          this.stmts.deleteReservation.run(reservation.id);
-        }
-        this.insertUsage(usage);
-      })
-      .immediate();
+    try {
+      this.db
+        .transaction(() => {
+          if (reservation && reservation.id !== null && this.open.has(reservation.id)) {
+            const charge = Math.max(0, Math.min(chargeMicro, reservation.amountMicro));
+            if (charge > 0) {
+              this.stmts.chargeBalance.run(charge, reservation.orgId);
+              for (const hold of reservation.allotments ?? []) this.limitStmts.addAllotment.run(charge, hold.scope, hold.period);
+            }
+          }
+          this.insertUsage(usage);
+        })
+        .immediate();
+    } finally {
+      this.release(reservation);
+    }
+  }
+
+  private release(reservation: Reservation | null): void {
+    if (!reservation || reservation.id === null || !this.open.delete(reservation.id)) return;
+    addTo(this.heldCredits, reservation.orgId, -reservation.amountMicro);
+    for (const hold of reservation.allotments ?? []) addTo(this.heldAllotments, allotmentKey(hold), -reservation.amountMicro);
   }
 
   /** A usage row for a request that moved no money (refused, failed before reserving, free route). */
@@ -401,7 +430,10 @@ export class Store {
     this.insertUsage(usage);
   }
 
-  /** Refunds reservations left behind by a crash. Run at start-up, before serving. */
+  /**
+   * Refunds reservation rows written by versions before holds moved into memory, which took the
+   * credits at admission; a crash of such a version left them set aside. Run at start-up, before serving.
+   */
   refundOrphanReservations(): number {
     return this.db
       .transaction(() => {
@@ -423,9 +455,9 @@ export class Store {
     for (const hold of holds) this.limitStmts.addAllotment.run(-amountMicro, hold.scope, hold.period);
   }
 
-  /** What a holder has spent (settled + in flight) in a period, in micro-credits; 0 without a counter. */
+  /** What a holder has spent (settled + held in flight) in a period, in micro-credits; 0 without a counter. */
   allotmentSpent(scope: string, period: string): number {
-    return this.limitStmts.allotmentSpent.get(scope, period)?.spent ?? 0;
+    return (this.limitStmts.allotmentSpent.get(scope, period)?.spent ?? 0) + (this.heldAllotments.get(allotmentKey({ scope, period })) ?? 0);
   }
 
   /** The row id of a key, for filters (usage report). */
@@ -475,6 +507,17 @@ export class Store {
 }
 
 const DUMMY_HASH = hashSecret('cs_not-a-real-secret');
+
+function allotmentKey(hold: AllotmentHold): string {
+  return `${hold.scope}|${hold.period}`;
+}
+
+/** Adds `delta` to a tally, dropping entries that come back to zero so the maps stay small. */
+function addTo(tally: Map<string, number>, key: string, delta: number): void {
+  const next = (tally.get(key) ?? 0) + delta;
+  if (next === 0) tally.delete(key);
+  else tally.set(key, next);
+}
 
 function stripHash(row: PrincipalRow): Principal {
   return {

@@ -2,6 +2,7 @@
  * Credits under concurrency: reserve the worst case before Ollama, settle the real cost after,
  * never overdraw, never lose a micro-credit.
  */
+import { Store } from '../db/store';
 import { startHarness, postJson, type Harness } from './support/harness';
 
 describe('credit reservation and settlement', () => {
@@ -58,13 +59,39 @@ describe('credit reservation and settlement', () => {
     expect(balanceOf(key.org.id)).toBe(1_000_000);
   });
 
-  test('reservations left by a crash are refunded at start-up', () => {
+  test('credits held by a request in flight are never taken: after a crash the whole balance is there', () => {
     const key = h.createKey('crashed', 1);
     const reservation = h.store.reserve(key.org.id, 300_000);
     expect(reservation?.id).not.toBeNull();
+    expect(balanceOf(key.org.id)).toBe(700_000); // what it can spend while the request runs
+    expect(h.store.reserve(key.org.id, 800_000)).toBeUndefined(); // the hold counts against the next request
+    // A crash is a new process on the same file: the hold was only in memory, nothing was written.
+    const restarted = new Store(h.dbFile);
+    try {
+      expect(restarted.getOrg(key.org.id)?.balanceMicro).toBe(1_000_000);
+      expect(restarted.refundOrphanReservations()).toBe(0);
+    } finally {
+      restarted.close();
+    }
+  });
+
+  test('reservation rows left by an older version (which took credits at admission) are refunded at start-up', () => {
+    const key = h.createKey('upgraded', 1);
+    h.store.db.prepare('UPDATE orgs SET balance_micro = balance_micro - 300000 WHERE id = ?').run(key.org.id);
+    h.store.db.prepare('INSERT INTO reservations (org_id, amount_micro, created_at) VALUES (?, ?, ?)').run(key.org.id, 300_000, new Date().toISOString());
     expect(balanceOf(key.org.id)).toBe(700_000);
     expect(h.store.refundOrphanReservations()).toBe(1);
     expect(balanceOf(key.org.id)).toBe(1_000_000);
+    expect(h.store.db.prepare('SELECT COUNT(*) AS n FROM reservations').get()).toEqual({ n: 0 });
+  });
+
+  test('a settlement releases the hold exactly once, however often it is called', () => {
+    const key = h.createKey('twice', 1);
+    const reservation = h.store.reserve(key.org.id, 300_000);
+    const usage = { requestId: 'twice-0001', route: 'test', principal: null, model: null, promptTokens: 1, completionTokens: 1, costMicro: 100_000, status: 200, errorCode: null, latencyMs: 1 };
+    h.store.settle(reservation ?? null, 100_000, usage);
+    h.store.settle(reservation ?? null, 100_000, { ...usage, requestId: 'twice-0002' });
+    expect(balanceOf(key.org.id)).toBe(900_000);
   });
 
   test('an unlimited organisation is never refused and its usage still records the cost', async () => {

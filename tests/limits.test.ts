@@ -195,14 +195,19 @@ describe('allotments in the store', () => {
     expect(store.db.prepare('SELECT COUNT(*) AS n FROM reservations').get()).toEqual({ n: 0 });
   });
 
-  test('a crash refund gives the held allotment back too', () => {
+  test('an allotment held in flight is in memory only: a crash (a new store on the file) gives it back', () => {
     const key = store.createKey({ name: 'c', balanceMicro: 5_000_000 });
     store.setKeyLimits(key.clientKey, { dailyMicro: 1_000_000 });
     const p = store.authenticateClient(key.clientKey, key.clientSecret) as Principal;
     store.reserve(p.orgId, 400_000, allotmentChecks(p, T0));
-    expect(store.refundOrphanReservations()).toBe(1);
-    expect(store.allotmentSpent(`key:${p.keyId}`, 'day:2031-03-31')).toBe(0);
-    expect(store.getOrg(p.orgId)?.balanceMicro).toBe(5_000_000);
+    expect(store.allotmentSpent(`key:${p.keyId}`, 'day:2031-03-31')).toBe(400_000);
+    const restarted = new Store(store.db.name);
+    try {
+      expect(restarted.allotmentSpent(`key:${p.keyId}`, 'day:2031-03-31')).toBe(0);
+      expect(restarted.getOrg(p.orgId)?.balanceMicro).toBe(5_000_000);
+    } finally {
+      restarted.close();
+    }
   });
 
   test('a counter created mid-period starts at what the usage log already billed in it', () => {
