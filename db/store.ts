@@ -123,6 +123,8 @@ function toModelEntry(row: ModelRow): ModelEntry {
 export class Store {
   readonly db: Database.Database;
   private readonly stmts;
+  /** Keys and models as last read: every request reads them, an operator rarely changes them. */
+  private readonly lookups: LookupCache;
 
   constructor(file: string) {
     if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -134,6 +136,7 @@ export class Store {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
+    this.lookups = new LookupCache(this.db);
     this.stmts = this.prepare();
     this.limitStmts = this.prepareLimits();
   }
@@ -305,12 +308,13 @@ export class Store {
   }
 
   revokeKey(clientKey: string): boolean {
+    this.lookups.clear();
     return this.stmts.revokeKey.run(now(), clientKey).changes === 1;
   }
 
   /** The principal for a client key + secret pair, or undefined (unknown, revoked, or wrong secret). */
   authenticateClient(clientKey: string, clientSecret: string): Principal | undefined {
-    const row = this.stmts.principalByClientKey.get(clientKey);
+    const row = this.lookups.get(`client:${clientKey}`, () => this.stmts.principalByClientKey.get(clientKey));
     // Hash and compare even when the key is unknown, so timing does not tell which half was wrong.
     const ok = secretMatches(clientSecret, row?.secretHash ?? DUMMY_HASH) && row !== undefined;
     return ok ? stripHash(row) : undefined;
@@ -318,14 +322,15 @@ export class Store {
 
   /** The principal for an api_key bearer token, looked up by its hash. */
   authenticateApiKey(apiKey: string): Principal | undefined {
-    const row = this.stmts.principalByApiKeyHash.get(hashSecret(apiKey));
+    const hash = hashSecret(apiKey);
+    const row = this.lookups.get(`api:${hash.toString('base64')}`, () => this.stmts.principalByApiKeyHash.get(hash));
     return row ? stripHash(row) : undefined;
   }
 
   // ---- models --------------------------------------------------------------------------------
 
   getModel(name: string): ModelEntry | undefined {
-    const row = this.stmts.modelByName.get(name);
+    const row = this.lookups.get(`model:${name}`, () => this.stmts.modelByName.get(name));
     return row ? toModelEntry(row) : undefined;
   }
 
@@ -334,6 +339,7 @@ export class Store {
   }
 
   setModel(input: ModelInput): ModelEntry {
+    this.lookups.clear();
     this.stmts.upsertModel.run({
       name: input.name,
       ollamaModel: input.ollamaModel,
@@ -348,6 +354,7 @@ export class Store {
   }
 
   removeModel(name: string): boolean {
+    this.lookups.clear();
     return this.stmts.removeModel.run(name).changes === 1;
   }
 
@@ -484,6 +491,7 @@ export class Store {
   private updateColumns(table: 'keys' | 'orgs', id: number | string, columns: Record<string, unknown>): void {
     const names = Object.keys(columns);
     if (names.length === 0) return;
+    this.lookups.clear();
     // Column names come from limitColumns / setKeyLimits above, never from input.
     this.db.prepare(`UPDATE ${table} SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE id = @id`).run({ ...columns, id });
   }
@@ -507,6 +515,43 @@ export class Store {
 }
 
 const DUMMY_HASH = hashSecret('cs_not-a-real-secret');
+
+/**
+ * Rows every request reads (its key, its model), kept until the database changes. Changes by another
+ * connection — the admin CLI in its own process — show in `PRAGMA data_version`, checked on every
+ * read (a few microseconds against the tens a join costs); this store's own key and model writes
+ * clear the cache themselves, since data_version does not count a connection's own commits. Only
+ * hits are kept, so made-up keys cannot grow it; it is bounded all the same.
+ */
+class LookupCache {
+  private static readonly MAX_ENTRIES = 10_000;
+  private readonly entries = new Map<string, unknown>();
+  private readonly dataVersion: Database.Statement<[], number>;
+  private seenVersion = -1;
+
+  constructor(db: Database.Database) {
+    this.dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
+  }
+
+  get<T>(key: string, read: () => T | undefined): T | undefined {
+    const version = this.dataVersion.get() as number;
+    if (version !== this.seenVersion) {
+      this.entries.clear();
+      this.seenVersion = version;
+    }
+    if (this.entries.has(key)) return this.entries.get(key) as T;
+    const value = read();
+    if (value !== undefined) {
+      if (this.entries.size >= LookupCache.MAX_ENTRIES) this.entries.clear();
+      this.entries.set(key, value);
+    }
+    return value;
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
 
 function allotmentKey(hold: AllotmentHold): string {
   return `${hold.scope}|${hold.period}`;

@@ -1,0 +1,58 @@
+/**
+ * The store keeps keys and models it has read, for speed; a change must still apply at once, whether
+ * made through this store or by the admin CLI in another process (another connection on the file).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Store } from '../db/store';
+
+describe('key and model look-ups', () => {
+  let dir: string;
+  let server: Store;
+  let cli: Store;
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-lookups-'));
+    server = new Store(path.join(dir, 'g.db'));
+    cli = new Store(path.join(dir, 'g.db'));
+  });
+  afterEach(() => {
+    server.close();
+    cli.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a key revoked by another connection is refused on the next request', () => {
+    const key = server.createKey({ name: 'family' });
+    expect(server.authenticateApiKey(key.apiKey)?.keyName).toBe('family');
+    expect(server.authenticateClient(key.clientKey, key.clientSecret)?.keyName).toBe('family');
+    expect(cli.revokeKey(key.clientKey)).toBe(true);
+    expect(server.authenticateApiKey(key.apiKey)).toBeUndefined();
+    expect(server.authenticateClient(key.clientKey, key.clientSecret)).toBeUndefined();
+  });
+
+  test('limits and models changed by another connection apply at once; a wrong secret is refused even after a hit', () => {
+    const key = server.createKey({ name: 'team' });
+    expect(server.authenticateApiKey(key.apiKey)?.limits?.key.rpm).toBeNull();
+    cli.setKeyLimits(key.clientKey, { rpm: 7 });
+    expect(server.authenticateApiKey(key.apiKey)?.limits?.key.rpm).toBe(7);
+    expect(server.authenticateClient(key.clientKey, `${key.clientSecret}x`)).toBeUndefined();
+
+    server.setModel({ name: 'house', ollamaModel: 'llama3.2', inputMicroPer1k: 1000 });
+    expect(server.getModel('house')?.inputMicroPer1k).toBe(1000);
+    cli.setModel({ name: 'house', ollamaModel: 'llama3.2', inputMicroPer1k: 2000 });
+    expect(server.getModel('house')?.inputMicroPer1k).toBe(2000);
+    cli.removeModel('house');
+    expect(server.getModel('house')).toBeUndefined();
+  });
+
+  test("this store's own changes apply at once too (they do not move data_version)", () => {
+    const key = server.createKey({ name: 'self' });
+    expect(server.authenticateApiKey(key.apiKey)).toBeDefined();
+    server.setKeyLimits(key.clientKey, { rpm: 3 });
+    expect(server.authenticateApiKey(key.apiKey)?.limits?.key.rpm).toBe(3);
+    server.revokeKey(key.clientKey);
+    expect(server.authenticateApiKey(key.apiKey)).toBeUndefined();
+  });
+});
