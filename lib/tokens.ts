@@ -27,8 +27,39 @@ function encoder(name: TiktokenEncoding): Tiktoken {
 export function countTokens(text: string, encoding: string = DEFAULT_ENCODING): number {
   if (text.length === 0) return 0;
   const name = isKnownEncoding(encoding) ? encoding : DEFAULT_ENCODING;
+  const cacheable = text.length <= CACHEABLE_CHARS;
+  const key = cacheable ? `${name}\u0000${text}` : '';
+  const known = cacheable ? recentCounts.get(key) : undefined;
+  if (known !== undefined) {
+    // Refresh its place, so the oldest counts are the ones dropped.
+    recentCounts.delete(key);
+    recentCounts.set(key, known);
+    return known;
+  }
   // encode_ordinary treats "<|endoftext|>" in user text as plain text instead of throwing.
-  return encoder(name).encode_ordinary(text).length;
+  const count = encoder(name).encode_ordinary(text).length;
+  if (cacheable) remember(key, count);
+  return count;
+}
+
+/**
+ * Chat clients send the whole conversation again on every turn, so most messages have been counted
+ * before; a call into tiktoken's WASM costs far more than a map look-up. Recent counts are kept up
+ * to a bound on their total text, oldest dropped first.
+ */
+const CACHEABLE_CHARS = 32_768;
+const MAX_CACHED_CHARS = 4_000_000;
+const recentCounts = new Map<string, number>();
+let cachedChars = 0;
+
+function remember(key: string, count: number): void {
+  recentCounts.set(key, count);
+  cachedChars += key.length;
+  for (const oldest of recentCounts.keys()) {
+    if (cachedChars <= MAX_CACHED_CHARS) break;
+    recentCounts.delete(oldest);
+    cachedChars -= oldest.length;
+  }
 }
 
 /** Chat templates add a few tokens per message (role markers); this keeps estimates on the safe side. */

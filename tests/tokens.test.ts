@@ -1,0 +1,35 @@
+/**
+ * Token counting: tiktoken's counts, the same whether or not a text was counted before.
+ */
+import { get_encoding } from 'tiktoken';
+import { countInputTokens, countTokens } from '../lib/tokens';
+
+const reference = get_encoding('cl100k_base');
+const tiktokenCount = (text: string) => reference.encode_ordinary(text).length;
+
+describe('countTokens', () => {
+  test('counts as tiktoken does, and a repeated text (a resent conversation) counts the same', () => {
+    const text = 'Say something short about benchmarks.';
+    const first = countTokens(text);
+    expect(first).toBe(tiktokenCount(text));
+    expect(countTokens(text)).toBe(first);
+    expect(countTokens(text, 'gpt2')).toBe(countTokens(text, 'gpt2')); // each encoding has its own entries
+    expect(countTokens('')).toBe(0);
+  });
+
+  test('"<|endoftext|>" in user text is plain text, not a special token or an error', () => {
+    expect(countTokens('a <|endoftext|> b')).toBeGreaterThan(3);
+  });
+
+  test('a very long text is counted without being kept, and still counted right the second time', () => {
+    const long = 'word '.repeat(20_000);
+    const expected = tiktokenCount(long);
+    expect(countTokens(long)).toBe(expected);
+    expect(countTokens(long)).toBe(expected);
+  });
+
+  test('chat input adds a few tokens per message for the template', () => {
+    const one = countTokens('hello');
+    expect(countInputTokens({ kind: 'messages', messages: [{ role: 'user', content: 'hello' }] })).toBe(one + 4);
+  });
+});
