@@ -13,6 +13,7 @@ import Database from 'better-sqlite3';
 import { displayPrefix, generateCredentials, hashSecret, newId, secretMatches, type NewCredentials } from '../lib/credentials';
 import type { LimitSet, ModelCategory, ModelEntry, Principal } from '../lib/types';
 import { quotaExceeded, type AllotmentCheck, type AllotmentHold } from '../lib/limits/allotments';
+import { GatewayError } from '../lib/errors';
 import { migrate } from './migrations';
 
 export interface OrgRow {
@@ -120,30 +121,38 @@ function toModelEntry(row: ModelRow): ModelEntry {
   };
 }
 
+export interface StoreOptions {
+  /** Told when writing settlements failed; they are kept and tried again shortly. */
+  onWriteError?: (err: unknown) => void;
+}
+
 export class Store {
-  readonly db: Database.Database;
+  private readonly connection: Database.Database;
   private readonly stmts;
   /** Keys and models as last read: every request reads them, an operator rarely changes them. */
   private readonly lookups: LookupCache;
 
-  constructor(file: string) {
+  constructor(
+    file: string,
+    private readonly options: StoreOptions = {},
+  ) {
     if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-    this.db = new Database(file);
+    this.connection = new Database(file);
     // WAL lets the admin CLI read and write while the server runs; NORMAL sync is durable across
     // process crashes (only an OS crash can lose the last commits) and keeps per-request writes cheap.
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    migrate(this.db);
-    this.lookups = new LookupCache(this.db);
+    this.connection.pragma('journal_mode = WAL');
+    this.connection.pragma('synchronous = NORMAL');
+    this.connection.pragma('foreign_keys = ON');
+    this.connection.pragma('busy_timeout = 5000');
+    migrate(this.connection);
+    this.lookups = new LookupCache(this.connection);
     this.stmts = this.prepare();
     this.limitStmts = this.prepareLimits();
   }
 
   /** Statements for limits and allotments (kept apart from the core ones). */
   private prepareLimits() {
-    const db = this.db;
+    const db = this.connection;
     const seed = (column: 'key_id' | 'org_id') =>
       db.prepare<{ scope: string; period: string; holder: string | number; start: string; end: string }>(
         // A counter starts at what the usage log already billed in its period, so an allotment set
@@ -166,7 +175,7 @@ export class Store {
   private readonly limitStmts;
 
   private prepare() {
-    const db = this.db;
+    const db = this.connection;
     const principalColumns = `k.id AS keyId, k.client_key AS clientKey, k.name AS keyName,
       o.id AS orgId, o.name AS orgName, k.secret_hash AS secretHash,
       k.rpm AS keyRpm, k.tpm AS keyTpm, k.daily_micro AS keyDaily, k.monthly_micro AS keyMonthly,
@@ -229,18 +238,28 @@ export class Store {
     };
   }
 
+  /** The connection, with every pending settlement written first (the CLI, reports and tests read it). */
+  get db(): Database.Database {
+    this.flush();
+    return this.connection;
+  }
+
   close(): void {
-    if (this.db.open) this.db.close();
+    this.flush();
+    this.cancelFlush();
+    if (this.connection.open) this.connection.close();
   }
 
   // ---- organisations -------------------------------------------------------------------------
 
   getOrgByName(name: string): OrgRow | undefined {
+    this.flush();
     return this.available(this.stmts.orgByName.get(name));
   }
 
   /** The organisation with what it can spend now: its balance less the credits its requests in flight hold. */
   getOrg(id: string): OrgRow | undefined {
+    this.flush();
     return this.available(this.stmts.orgById.get(id));
   }
 
@@ -263,7 +282,7 @@ export class Store {
 
   /** Tops up (or, with a negative amount, takes away) credits. An unlimited org becomes limited at `amount`. */
   addCredits(orgId: string, amountMicro: number): OrgRow {
-    return this.db
+    return this.connection
       .transaction(() => {
         const org = this.stmts.orgById.get(orgId); // the stored balance: credits held in flight are not taken yet
         if (!org) throw new Error(`no organisation ${orgId}`);
@@ -279,7 +298,7 @@ export class Store {
 
   /** Creates a key, and its organisation when `orgName` names none yet (or is omitted). */
   createKey(input: { name: string; orgName?: string; balanceMicro?: number | null }): CreatedKey {
-    return this.db
+    return this.connection
       .transaction((): CreatedKey => {
         const orgName = input.orgName ?? input.name;
         let org = this.stmts.orgByName.get(orgName);
@@ -364,8 +383,11 @@ export class Store {
   private readonly heldCredits = new Map<string, number>();
   /** The same holds on allotment counters, per `scope|period`. */
   private readonly heldAllotments = new Map<string, number>();
-  /** Reservations not yet settled, so a hold is released exactly once. */
+  /** Reservations not yet settled, so money moves and a hold is released exactly once. */
   private readonly open = new Set<number>();
+  /** Settlements waiting for this event-loop turn's commit. */
+  private pendingWrites: PendingSettlement[] = [];
+  private flushTimer: NodeJS.Immediate | NodeJS.Timeout | null = null;
   private nextReservationId = 1;
 
   /**
@@ -375,7 +397,21 @@ export class Store {
    * allotments get a reservation that holds nothing.
    */
   reserve(orgId: string, amountMicro: number, allotments: readonly AllotmentCheck[] = []): Reservation | undefined {
-    const org = this.getOrg(orgId);
+    if (this.pendingWrites.length === 0) return this.hold(orgId, amountMicro, allotments);
+    // Settlements not yet written still hold their whole reservation; before refusing, write them
+    // and look again, so a refusal is never an artefact of the grouped commit.
+    try {
+      const reservation = this.hold(orgId, amountMicro, allotments);
+      if (reservation) return reservation;
+    } catch (err) {
+      if (!(err instanceof GatewayError)) throw err;
+    }
+    this.flush();
+    return this.hold(orgId, amountMicro, allotments);
+  }
+
+  private hold(orgId: string, amountMicro: number, allotments: readonly AllotmentCheck[]): Reservation | undefined {
+    const org = this.available(this.stmts.orgById.get(orgId));
     if (!org) return undefined;
     if (org.balanceMicro === null && allotments.length === 0) return { id: null, orgId, amountMicro: 0 };
     if (org.balanceMicro !== null && org.balanceMicro < amountMicro) return undefined;
@@ -387,12 +423,15 @@ export class Store {
     return holds.length > 0 ? { id, orgId, amountMicro, allotments: holds } : { id, orgId, amountMicro };
   }
 
+
   /** Throws quota_exceeded for the first allotment that cannot take `amountMicro` more; else the counters to hold. */
   private checkAllotments(checks: readonly AllotmentCheck[], amountMicro: number): AllotmentHold[] {
     for (const check of checks) {
       let spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent;
       if (spent === undefined) {
-        // First request of the period: seed the counter from the usage log (a scan, so only once).
+        // First request of the period: seed the counter from the usage log (a scan, so only once),
+        // with every settled request in it.
+        this.flush();
         const seed = check.holder.kind === 'key' ? this.limitStmts.seedKeyAllotment : this.limitStmts.seedOrgAllotment;
         seed.run({ scope: check.scope, period: check.period, holder: check.holder.id, start: check.periodStart, end: new Date(check.resetAt).toISOString() });
         spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent ?? 0;
@@ -404,37 +443,76 @@ export class Store {
   }
 
   /**
-   * The request's one write: charges `chargeMicro` (at most what was held) to the balance and the
-   * allotment counters and writes the usage row, in one transaction; then lets the hold go.
+   * Charges `chargeMicro` (at most what was held) to the balance and the allotment counters and writes
+   * the usage row — together, in one transaction — and then lets the hold go. The write is grouped
+   * with the other settlements of the same event-loop turn (one commit for all of them); until it is
+   * written the hold stays, so admissions meanwhile only err on the safe side. Anything that reads
+   * balances or the usage log through this store sees it written first.
    */
   settle(reservation: Reservation | null, chargeMicro: number, usage: UsageRecord): void {
-    try {
-      this.db
-        .transaction(() => {
-          if (reservation && reservation.id !== null && this.open.has(reservation.id)) {
-            const charge = Math.max(0, Math.min(chargeMicro, reservation.amountMicro));
-            if (charge > 0) {
-              this.stmts.chargeBalance.run(charge, reservation.orgId);
-              for (const hold of reservation.allotments ?? []) this.limitStmts.addAllotment.run(charge, hold.scope, hold.period);
-            }
-          }
-          this.insertUsage(usage);
-        })
-        .immediate();
-    } finally {
-      this.release(reservation);
-    }
-  }
-
-  private release(reservation: Reservation | null): void {
-    if (!reservation || reservation.id === null || !this.open.delete(reservation.id)) return;
-    addTo(this.heldCredits, reservation.orgId, -reservation.amountMicro);
-    for (const hold of reservation.allotments ?? []) addTo(this.heldAllotments, allotmentKey(hold), -reservation.amountMicro);
+    // Settled once: a second call for the same reservation writes its usage row but moves no money.
+    const first = reservation !== null && reservation.id !== null && this.open.delete(reservation.id);
+    this.enqueue({
+      reservation: first ? reservation : null,
+      chargeMicro: first ? Math.max(0, Math.min(chargeMicro, reservation.amountMicro)) : 0,
+      usage,
+    });
   }
 
   /** A usage row for a request that moved no money (refused, failed before reserving, free route). */
   recordUsage(usage: UsageRecord): void {
-    this.insertUsage(usage);
+    this.enqueue({ reservation: null, chargeMicro: 0, usage });
+  }
+
+  /** Writes every settlement still waiting for its turn's commit (reads and close call this first). */
+  flush(): void {
+    this.cancelFlush();
+    const batch = this.pendingWrites;
+    if (batch.length === 0) return;
+    this.pendingWrites = [];
+    try {
+      this.writeSettlements(batch);
+    } catch (err) {
+      // e.g. the database locked past busy_timeout by a long admin transaction: keep the holds and
+      // the rows, and try again shortly rather than lose a charge.
+      this.pendingWrites = batch.concat(this.pendingWrites);
+      this.options.onWriteError?.(err);
+      this.flushTimer = setTimeout(() => this.flush(), RETRY_WRITE_MS);
+      return;
+    }
+    for (const write of batch) if (write.reservation) this.release(write.reservation);
+  }
+
+  private enqueue(write: PendingSettlement): void {
+    this.pendingWrites.push(write);
+    if (this.pendingWrites.length >= MAX_SETTLEMENTS_PER_COMMIT) this.flush();
+    else if (!this.flushTimer) this.flushTimer = setImmediate(() => this.flush());
+  }
+
+  private cancelFlush(): void {
+    if (!this.flushTimer) return;
+    if ('refresh' in this.flushTimer) clearTimeout(this.flushTimer); // only timeouts can be refreshed
+    else clearImmediate(this.flushTimer);
+    this.flushTimer = null;
+  }
+
+  private writeSettlements(batch: readonly PendingSettlement[]): void {
+    this.connection
+      .transaction(() => {
+        for (const { reservation, chargeMicro, usage } of batch) {
+          if (reservation && chargeMicro > 0) {
+            this.stmts.chargeBalance.run(chargeMicro, reservation.orgId);
+            for (const hold of reservation.allotments ?? []) this.limitStmts.addAllotment.run(chargeMicro, hold.scope, hold.period);
+          }
+          this.insertUsage(usage);
+        }
+      })
+      .immediate();
+  }
+
+  private release(reservation: Reservation): void {
+    addTo(this.heldCredits, reservation.orgId, -reservation.amountMicro);
+    for (const hold of reservation.allotments ?? []) addTo(this.heldAllotments, allotmentKey(hold), -reservation.amountMicro);
   }
 
   /**
@@ -442,7 +520,7 @@ export class Store {
    * credits at admission; a crash of such a version left them set aside. Run at start-up, before serving.
    */
   refundOrphanReservations(): number {
-    return this.db
+    return this.connection
       .transaction(() => {
         const rows = this.stmts.orphanReservations.all();
         const held = new Map(this.limitStmts.reservationAllotments.all().map((r) => [r.id, r.allotments]));
@@ -464,6 +542,7 @@ export class Store {
 
   /** What a holder has spent (settled + held in flight) in a period, in micro-credits; 0 without a counter. */
   allotmentSpent(scope: string, period: string): number {
+    this.flush();
     return (this.limitStmts.allotmentSpent.get(scope, period)?.spent ?? 0) + (this.heldAllotments.get(allotmentKey({ scope, period })) ?? 0);
   }
 
@@ -493,7 +572,7 @@ export class Store {
     if (names.length === 0) return;
     this.lookups.clear();
     // Column names come from limitColumns / setKeyLimits above, never from input.
-    this.db.prepare(`UPDATE ${table} SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE id = @id`).run({ ...columns, id });
+    this.connection.prepare(`UPDATE ${table} SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE id = @id`).run({ ...columns, id });
   }
 
   private insertUsage(usage: UsageRecord): void {
@@ -515,6 +594,17 @@ export class Store {
 }
 
 const DUMMY_HASH = hashSecret('cs_not-a-real-secret');
+
+/** A settlement waiting for its commit; `reservation` is set when it moves money and frees a hold. */
+interface PendingSettlement {
+  reservation: Reservation | null;
+  chargeMicro: number;
+  usage: UsageRecord;
+}
+
+/** Past this many waiting settlements the commit happens at once rather than at the end of the turn. */
+const MAX_SETTLEMENTS_PER_COMMIT = 256;
+const RETRY_WRITE_MS = 200;
 
 /**
  * Rows every request reads (its key, its model), kept until the database changes. Changes by another

@@ -11,9 +11,12 @@ import { buildServices, closeServices } from './services';
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const store = new Store(config.GATEWAY_DB);
+  // The logger comes with the services, which need the store first: report write failures late-bound.
+  let reportWriteError = (err: unknown) => console.error('writing settlements failed; retrying:', err);
+  const store = new Store(config.GATEWAY_DB, { onWriteError: (err) => reportWriteError(err) });
   const services = buildServices(config, store);
   const { logger } = services;
+  reportWriteError = (err) => logger.error({ err }, 'writing settlements failed; they are kept and retried');
   const refunded = store.refundOrphanReservations();
   if (refunded > 0) logger.warn({ refunded }, 'Refunded credit reservations left by an earlier crash.');
   const running = await listen(createApp(services, { logError: errorLogger(logger) }), config.HOST, config.PORT);

@@ -1,0 +1,78 @@
+/**
+ * Settlements of one event-loop turn share one commit; nothing reads around them, and a refusal is
+ * never an artefact of a settlement still waiting for its commit.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Store, type UsageRecord } from '../db/store';
+
+const usage = (requestId: string, costMicro: number): UsageRecord => ({
+  requestId,
+  route: 'test',
+  principal: null,
+  model: 'm',
+  promptTokens: 1,
+  completionTokens: 1,
+  costMicro,
+  status: 200,
+  errorCode: null,
+  latencyMs: 1,
+});
+
+describe('grouped settlement commits', () => {
+  let dir: string;
+  let store: Store;
+  let observer: Store; // another connection, as the admin CLI would be
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-commits-'));
+    store = new Store(path.join(dir, 'g.db'));
+    observer = new Store(path.join(dir, 'g.db'));
+  });
+  afterEach(() => {
+    store.close();
+    observer.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const commitsSeenByOthers = () => observer.db.pragma('data_version', { simple: true }) as number;
+
+  test('twenty settlements in one turn are one commit, written by the end of the turn', async () => {
+    const key = store.createKey({ name: 'team', balanceMicro: 10_000_000 });
+    const before = commitsSeenByOthers();
+    for (let i = 0; i < 20; i++) {
+      const reservation = store.reserve(key.org.id, 100_000);
+      store.settle(reservation ?? null, 40_000, usage(`req-${i}`, 40_000));
+    }
+    expect(commitsSeenByOthers()).toBe(before); // nothing written yet
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(commitsSeenByOthers()).toBe(before + 1);
+    expect(observer.db.prepare('SELECT COUNT(*) AS n, SUM(cost_micro) AS cost FROM usage').get()).toEqual({ n: 20, cost: 800_000 });
+    expect(observer.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 800_000);
+  });
+
+  test('reads through the store see pending settlements written first', () => {
+    const key = store.createKey({ name: 'reader', balanceMicro: 1_000_000 });
+    store.settle(store.reserve(key.org.id, 500_000) ?? null, 200_000, usage('read-1', 200_000));
+    expect(store.getOrg(key.org.id)?.balanceMicro).toBe(800_000); // charged, and the hold let go
+    expect(store.db.prepare('SELECT request_id FROM usage').all()).toEqual([{ request_id: 'read-1' }]);
+  });
+
+  test('an admission that only a waiting settlement would block is not refused', () => {
+    const key = store.createKey({ name: 'tight', balanceMicro: 1_000_000 });
+    const first = store.reserve(key.org.id, 900_000);
+    store.settle(first ?? null, 100_000, usage('tight-1', 100_000)); // 800_000 comes back once written
+    const second = store.reserve(key.org.id, 850_000);
+    expect(second?.amountMicro).toBe(850_000);
+    expect(store.reserve(key.org.id, 100_000)).toBeUndefined(); // 900_000 left, 850_000 of it held
+  });
+
+  test('closing writes what is still waiting', () => {
+    const key = store.createKey({ name: 'closing', balanceMicro: 1_000_000 });
+    store.settle(store.reserve(key.org.id, 300_000) ?? null, 300_000, usage('close-1', 300_000));
+    store.close();
+    expect(observer.getOrg(key.org.id)?.balanceMicro).toBe(700_000);
+    store = new Store(path.join(dir, 'g.db')); // for afterEach
+  });
+});
