@@ -497,18 +497,20 @@ export class Store {
   }
 
   private writeSettlements(batch: readonly PendingSettlement[]): void {
-    this.connection
-      .transaction(() => {
-        for (const { reservation, chargeMicro, usage } of batch) {
-          if (reservation && chargeMicro > 0) {
-            this.stmts.chargeBalance.run(chargeMicro, reservation.orgId);
-            for (const hold of reservation.allotments ?? []) this.limitStmts.addAllotment.run(chargeMicro, hold.scope, hold.period);
-          }
-          this.insertUsage(usage);
+    // Built once: better-sqlite3 prepares BEGIN/COMMIT statements for every transaction() it makes.
+    this.settlementTransaction ??= this.connection.transaction((writes: readonly PendingSettlement[]) => {
+      for (const { reservation, chargeMicro, usage } of writes) {
+        if (reservation && chargeMicro > 0) {
+          this.stmts.chargeBalance.run(chargeMicro, reservation.orgId);
+          for (const hold of reservation.allotments ?? []) this.limitStmts.addAllotment.run(chargeMicro, hold.scope, hold.period);
         }
-      })
-      .immediate();
+        this.insertUsage(usage);
+      }
+    });
+    this.settlementTransaction.immediate(batch);
   }
+
+  private settlementTransaction: Database.Transaction<(writes: readonly PendingSettlement[]) => void> | undefined;
 
   private release(reservation: Reservation): void {
     addTo(this.heldCredits, reservation.orgId, -reservation.amountMicro);
