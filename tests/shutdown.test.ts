@@ -5,6 +5,7 @@
 import { until } from './support/until';
 import { startHarness, type Harness } from './support/harness';
 import { closeServices } from '../server/services';
+import { Store } from '../db/store';
 
 jest.setTimeout(30_000);
 
@@ -40,6 +41,43 @@ describe('graceful shutdown', () => {
 
     await closeServices(h.services);
     expect(h.store.db.open).toBe(false);
+  });
+
+  test('an SSE stream in flight is relayed to its [DONE] before the process goes, and billed once', async () => {
+    const key = h.createKey('streamer', 1);
+    const words = Array.from({ length: 12 }, (_, i) => `s${i} `);
+    h.double.queue.push({ kind: 'reply', tokens: words });
+    const res = await fetch(`${h.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key.apiKey}`, 'X-Request-Id': 'shutdown-stream-01' },
+      body: JSON.stringify({ model: 'covalid-1.0', stream: true, messages: [{ role: 'user', content: 'go' }] }),
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    await until(() => (h.double.generations()[1]?.linesSent ?? 0) >= 2, 'the stream to be under way');
+
+    const closing = h.server.close(20_000);
+    const body = await res.text();
+    await closing;
+    const frames = body.split('\n\n').filter((f) => f.startsWith('data: '));
+    expect(frames.at(-1)).toBe('data: [DONE]');
+    const content = frames
+      .slice(0, -1)
+      .map((f) => JSON.parse(f.slice(6)) as { choices: Array<{ delta: { content?: string } }> })
+      .map((c) => c.choices[0]?.delta.content ?? '')
+      .join('');
+    expect(content).toBe(words.join(''));
+    expect(h.double.generations()[1]?.aborted).toBe(false);
+
+    await closeServices(h.services); // writes what is still waiting, then closes
+    const reopened = new Store(h.dbFile);
+    try {
+      expect(reopened.db.prepare("SELECT status, completion_tokens FROM usage WHERE request_id = 'shutdown-stream-01'").all()).toEqual([
+        { status: 200, completion_tokens: words.length },
+      ]);
+    } finally {
+      reopened.close();
+    }
   });
 
   test('past the grace period the rest is cut: Ollama is aborted and the client billed for what it got', async () => {
