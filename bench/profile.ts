@@ -5,7 +5,8 @@
  *
  * Options (environment): PROFILE_TARGET (`openai`, `stream` or `covalid`, default `openai`),
  * PROFILE_N (requests, default 3000), PROFILE_CONNS (connections, default 1), PROFILE_TOP (rows, 25),
- * PROFILE_OFF=1 (no profiler: only the gateway's CPU per request, as the kernel counts it).
+ * PROFILE_OFF=1 (no profiler: only the gateway's CPU per request, as the kernel counts it),
+ * PROFILE_DELAY_MS and PROFILE_TOKENS (the double's token pace and answer length, default 0 and 20).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -110,7 +111,7 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-profile-'));
   const db = path.join(dir, 'bench.db');
   const key = prepareDatabase(db);
-  const double = await startDouble(0, 20);
+  const double = await startDouble(Number(process.env.PROFILE_DELAY_MS ?? 0), Number(process.env.PROFILE_TOKENS ?? 20));
   const gateway = await startGateway(
     { OLLAMA_HOST: double.url, GATEWAY_DB: db, QUEUE_LIMIT: '100000', BACKEND_CONCURRENCY: '1000' },
     path.join(dir, 'gateway.log'),
