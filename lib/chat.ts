@@ -3,15 +3,16 @@
  *
  * A dialect calls `open()`; everything that can refuse the request happens inside it, before the
  * dialect writes a status line. What comes back is a stream of events whose end (normal, failed, or
- * abandoned by a client that left) settles the credits and writes the usage row exactly once.
+ * abandoned by a client that left, even before it was read) settles the credits and writes the usage
+ * row exactly once.
  */
 import type { BackendPool, Lease } from './backends/pool';
 import type { BackendChunk } from './backends/types';
 import { GatewayError, toGatewayError } from './errors';
-import type { Metering } from './metering';
+import { reserveEstimate, type Metering, type Tab } from './metering';
 import type { ModelCatalog } from './models';
 import { countInputTokens, countTokens } from './tokens';
-import type { ChatEvent, ChatRequest, ChatResult, FinishReason, ModelCategory, ModelEntry, Principal, ToolCall, Usage } from './types';
+import type { ChatEvent, ChatInput, ChatRequest, ChatResult, FinishReason, ModelCategory, ModelEntry, Principal, ToolCall, Usage } from './types';
 
 export interface CallContext {
   principal: Principal;
@@ -36,8 +37,15 @@ export interface ChatExecution {
   events: AsyncGenerator<ChatEvent, void, undefined>;
 }
 
-/** Prompt estimates come from tiktoken, not the model's own tokenizer; reserve with a margin. */
-const PROMPT_ESTIMATE_MARGIN = 1.25;
+/** One generation, admitted and ready to send to Ollama. */
+interface Generation {
+  model: ModelEntry;
+  /** The request with the output bound applied where money is at stake. */
+  request: ChatRequest;
+  /** The tiktoken count of the prompt (see `promptCounter`). */
+  promptTokens: () => number;
+  startedAt: number;
+}
 
 export class ChatService {
   private readonly now: () => number;
@@ -53,125 +61,209 @@ export class ChatService {
 
   async open(ctx: CallContext, request: ChatRequest): Promise<ChatExecution> {
     const startedAt = this.now();
-    this.metering.assertModelAllowed(ctx.principal, request.model);
-    const model = await this.catalog.resolve(request.model);
-    if (!(ctx.categories ?? ['chat']).includes(model.category)) {
-      throw new GatewayError('invalid_request', `The model '${model.name}' is a ${model.category} model and cannot chat.`, { param: 'model' });
-    }
-
-    const promptEstimate = countInputTokens(request.input, model.tokenizer ?? undefined);
-    const outputBound = request.options.maxTokens ?? model.maxOutputTokens ?? this.options.defaultMaxOutputTokens;
-    const admission = this.metering.admit(ctx, model, {
-      promptTokens: Math.ceil(promptEstimate * PROMPT_ESTIMATE_MARGIN) + 16,
-      completionTokens: outputBound,
-    });
-    // A limited balance with a priced output must never produce more than was reserved for.
-    const options =
-      admission.boundsOutput && request.options.maxTokens === undefined ? { ...request.options, maxTokens: outputBound } : request.options;
-
-    let lease: Lease;
-    let chunks: AsyncIterable<BackendChunk>;
-    try {
-      // Waits its turn in the fair queue, then calls Ollama; a failure before the first byte is retried
-      // once on another host. On failure the pool has already released the slot.
-      ({ lease, result: chunks } = await this.pool.dispatch(model.ollamaModel, { orgId: ctx.principal.orgId, signal: ctx.signal }, (backend) =>
-        backend.chat({
-          model: model.ollamaModel,
-          input: request.input,
-          options,
-          ...(request.format !== undefined && { format: request.format }),
-          ...(request.tools !== undefined && { tools: request.tools }),
-          ...(request.think !== undefined && { think: request.think }),
-          signal: ctx.signal,
-        }),
-      ));
-    } catch (err) {
-      const error = ctx.signal.aborted ? new GatewayError('backend_error', 'The client left before Ollama answered.') : toGatewayError(err);
-      admission.settle({ promptTokens: 0, completionTokens: 0 }, ctx.signal.aborted ? 499 : error.status, ctx.signal.aborted ? 'client_closed' : error.code);
-      error.recorded = true;
-      throw error;
-    }
-
-    const releaseLease = lease.release;
-    // Safety net: a client that leaves frees the slot even if the events below are never iterated.
-    ctx.signal.addEventListener('abort', releaseLease, { once: true });
-    const encoding = model.tokenizer ?? undefined;
-    const now = this.now;
-    async function* events(): AsyncGenerator<ChatEvent, void, undefined> {
-      let relayedText = '';
-      let firstTokenAt: number | null = null;
-      let settled = false;
-      try {
-        for await (const chunk of chunks) {
-          if (firstTokenAt === null && (chunk.content || chunk.thinking || chunk.toolCalls.length)) firstTokenAt = now();
-          if (chunk.content || chunk.thinking || chunk.toolCalls.length) {
-            relayedText += chunk.content + chunk.thinking;
-            const delta: ChatEvent = { type: 'delta', content: chunk.content };
-            if (chunk.thinking) delta.thinking = chunk.thinking;
-            if (chunk.toolCalls.length) delta.toolCalls = chunk.toolCalls;
-            yield delta;
-          }
-          if (chunk.done) {
-            // Ollama omits zero counts; tiktoken fills in what it left out.
-            const usage: Usage = {
-              promptTokens: chunk.promptEvalCount ?? promptEstimate,
-              completionTokens: chunk.evalCount ?? countTokens(relayedText, encoding),
-            };
-            const cost = admission.settle(usage, 200, null);
-            const end = now();
-            settled = true;
-            yield {
-              type: 'done',
-              finishReason: finishReasonOf(chunk.doneReason),
-              usage,
-              cost,
-              timings: { timeToFirstTokenMs: (firstTokenAt ?? end) - startedAt, totalMs: end - startedAt },
-            };
-            return;
-          }
-        }
-        throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
-      } catch (err) {
-        const error = toGatewayError(err);
-        if (!settled) settlePartial(relayedText, ctx.signal.aborted ? 499 : error.status, ctx.signal.aborted ? 'client_closed' : error.code);
-        settled = true;
-        error.recorded = true;
-        throw error;
-      } finally {
-        // Reached without settling: the consumer stopped reading (client left) before the end.
-        if (!settled) settlePartial(relayedText, 499, 'client_closed');
-        releaseLease();
-      }
-    }
-
-    /** Bills what was relayed before the stream was cut: its tokens, plus the prompt that produced them. */
-    const settlePartial = (relayedText: string, status: number, errorCode: string): void => {
-      const completionTokens = countTokens(relayedText, encoding);
-      const usage: Usage = { promptTokens: completionTokens > 0 ? promptEstimate : 0, completionTokens };
-      admission.settle(usage, status, errorCode);
-    };
-
-    return { model, events: events() };
+    const model = await this.resolve(ctx, request.model);
+    const promptTokens = promptCounter(request.input, model);
+    const outputBound = this.outputBound(request, model);
+    const admission = this.metering.admit(ctx, model, { promptTokens: () => reserveEstimate(promptTokens()), completionTokens: outputBound });
+    const generation = { model, request: withOutputBound(request, admission.boundsOutput, outputBound), promptTokens, startedAt };
+    return { model, events: await this.start(ctx, generation, admission) };
   }
 
   /** Runs a request to the end and gathers the whole answer (for non-streaming routes). */
   async complete(ctx: CallContext, request: ChatRequest): Promise<{ model: ModelEntry; result: ChatResult }> {
     const { model, events } = await this.open(ctx, request);
-    let content = '';
-    let thinking = '';
-    const toolCalls: ToolCall[] = [];
-    for await (const event of events) {
-      if (event.type === 'delta') {
-        content += event.content;
-        thinking += event.thinking ?? '';
-        if (event.toolCalls) toolCalls.push(...event.toolCalls);
-      } else {
-        const finishReason: FinishReason = toolCalls.length && event.finishReason === 'stop' ? 'tool_calls' : event.finishReason;
-        return { model, result: { content, thinking, toolCalls, finishReason, usage: event.usage, cost: event.cost, timings: event.timings } };
-      }
-    }
-    throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
+    return { model, result: await collect(events) };
   }
+
+  /**
+   * Several requests to one model as one call (moderation's inputs): one admission that reserves for
+   * all of them, the generations one after another (Ollama would queue them anyway), and one
+   * settlement with the summed usage, so one usage row. `read` turns each answer into the caller's
+   * result; if it throws, the call fails with that error, billed for what was generated so far.
+   */
+  async completeAll<T>(ctx: CallContext, requests: readonly ChatRequest[], read: (result: ChatResult) => T): Promise<T[]> {
+    const [first] = requests;
+    if (!first) return [];
+    if (requests.some((r) => r.model !== first.model)) throw new Error('completeAll: every request must name the same model');
+    const model = await this.resolve(ctx, first.model);
+    const items = requests.map((request) => ({ request, promptTokens: promptCounter(request.input, model), outputBound: this.outputBound(request, model) }));
+    const admission = this.metering.admit(ctx, model, {
+      // Each input is its own chat (its own template), so each gets its own margin.
+      promptTokens: () => items.reduce((sum, item) => sum + reserveEstimate(item.promptTokens()), 0),
+      completionTokens: items.reduce((sum, item) => sum + item.outputBound, 0),
+    });
+    const tab = admission.shared();
+    const results: T[] = [];
+    try {
+      for (const { request, promptTokens, outputBound } of items) {
+        const generation = { model, request: withOutputBound(request, admission.boundsOutput, outputBound), promptTokens, startedAt: this.now() };
+        results.push(read(await collect(await this.start(ctx, generation, tab))));
+      }
+    } catch (err) {
+      // Already settled when a generation failed; otherwise (e.g. `read` refused an answer) it is now.
+      throw tab.fail(err, ctx.signal.aborted);
+    }
+    tab.close();
+    return results;
+  }
+
+  /** The allow-list, the model, and whether this call may chat with it: every refusal that costs nothing. */
+  private async resolve(ctx: CallContext, name: string): Promise<ModelEntry> {
+    this.metering.assertModelAllowed(ctx.principal, name);
+    const model = await this.catalog.resolve(name);
+    if (!(ctx.categories ?? ['chat']).includes(model.category)) {
+      throw new GatewayError('invalid_request', `The model '${model.name}' is a ${model.category} model and cannot chat.`, { param: 'model' });
+    }
+    return model;
+  }
+
+  private outputBound(request: ChatRequest, model: ModelEntry): number {
+    return request.options.maxTokens ?? model.maxOutputTokens ?? this.options.defaultMaxOutputTokens;
+  }
+
+  /** Calls Ollama for an admitted generation and returns the relay of its answer; a failure is settled on `tab`. */
+  private async start(ctx: CallContext, generation: Generation, tab: Tab): Promise<AsyncGenerator<ChatEvent, void, undefined>> {
+    const { model, request } = generation;
+    let dispatched: { lease: Lease; result: AsyncIterable<BackendChunk> };
+    try {
+      // Waits its turn in the fair queue, then calls Ollama; a failure before the first byte is retried
+      // once on another host. On failure the pool has already released the slot.
+      dispatched = await this.pool.dispatch(model.ollamaModel, { orgId: ctx.principal.orgId, signal: ctx.signal }, (backend) =>
+        backend.chat({
+          model: model.ollamaModel,
+          input: request.input,
+          options: request.options,
+          ...(request.format !== undefined && { format: request.format }),
+          ...(request.tools !== undefined && { tools: request.tools }),
+          ...(request.think !== undefined && { think: request.think }),
+          signal: ctx.signal,
+        }),
+      );
+    } catch (err) {
+      throw tab.fail(err, ctx.signal.aborted);
+    }
+    return relay(ctx, generation, dispatched.lease, dispatched.result, tab, this.now);
+  }
+}
+
+/**
+ * Relays Ollama's chunks as events. The generation ends exactly once — settled on `tab`, its slot
+ * freed — by whichever comes first: the final line, a failure, the consumer stopping early, or the
+ * client leaving. The last is handled by an abort listener, so a client that leaves before the
+ * events are ever iterated still gets its reservation settled and its slot released.
+ */
+function relay(
+  ctx: CallContext,
+  generation: Generation,
+  lease: Lease,
+  chunks: AsyncIterable<BackendChunk>,
+  tab: Tab,
+  now: () => number,
+): AsyncGenerator<ChatEvent, void, undefined> {
+  const encoding = generation.model.tokenizer ?? undefined;
+  let relayedText = '';
+  let ended = false;
+  /** Set when the generation ended as failed: what every later exit path throws. */
+  let failure: GatewayError | undefined;
+
+  /** Takes the abort listener off and frees the slot; false when the generation had already ended. */
+  const end = (): boolean => {
+    if (ended) return false;
+    ended = true;
+    ctx.signal.removeEventListener('abort', leave);
+    lease.release();
+    return true;
+  };
+  /** Ends the generation as failed, billing what was relayed: its tokens, plus the prompt that produced them. */
+  const fail = (err: unknown, clientLeft: boolean): GatewayError => {
+    if (end()) {
+      const completionTokens = countTokens(relayedText, encoding);
+      failure = tab.fail(err, clientLeft, { promptTokens: completionTokens > 0 ? generation.promptTokens() : 0, completionTokens });
+    }
+    return failure ?? toGatewayError(err);
+  };
+  function leave(): void {
+    fail(undefined, true);
+  }
+  // The client may have left while the request was being dispatched: a listener added now would never fire.
+  if (ctx.signal.aborted) leave();
+  else ctx.signal.addEventListener('abort', leave, { once: true });
+
+  async function* events(): AsyncGenerator<ChatEvent, void, undefined> {
+    let firstTokenAt: number | null = null;
+    try {
+      for await (const chunk of chunks) {
+        // Ended by the client leaving: relay nothing more (it was billed up to here).
+        if (failure) throw failure;
+        if (chunk.content || chunk.thinking || chunk.toolCalls.length) {
+          firstTokenAt ??= now();
+          relayedText += chunk.content + chunk.thinking;
+          const delta: ChatEvent = { type: 'delta', content: chunk.content };
+          if (chunk.thinking) delta.thinking = chunk.thinking;
+          if (chunk.toolCalls.length) delta.toolCalls = chunk.toolCalls;
+          yield delta;
+        }
+        if (chunk.done) {
+          // Ollama omits zero counts; tiktoken fills in what it left out.
+          const usage: Usage = {
+            promptTokens: chunk.promptEvalCount ?? generation.promptTokens(),
+            completionTokens: chunk.evalCount ?? countTokens(relayedText, encoding),
+          };
+          end();
+          const cost = tab.done(usage);
+          const finished = now();
+          yield {
+            type: 'done',
+            finishReason: finishReasonOf(chunk.doneReason),
+            usage,
+            cost,
+            timings: { timeToFirstTokenMs: (firstTokenAt ?? finished) - generation.startedAt, totalMs: finished - generation.startedAt },
+          };
+          return;
+        }
+      }
+      throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
+    } catch (err) {
+      throw fail(err, ctx.signal.aborted);
+    } finally {
+      // Reached before the end: the consumer stopped reading (the client left).
+      if (!ended) fail(undefined, true);
+    }
+  }
+  return events();
+}
+
+/** Gathers a whole answer from its events. */
+async function collect(events: AsyncGenerator<ChatEvent, void, undefined>): Promise<ChatResult> {
+  let content = '';
+  let thinking = '';
+  const toolCalls: ToolCall[] = [];
+  for await (const event of events) {
+    if (event.type === 'delta') {
+      content += event.content;
+      thinking += event.thinking ?? '';
+      if (event.toolCalls) toolCalls.push(...event.toolCalls);
+    } else {
+      const finishReason: FinishReason = toolCalls.length && event.finishReason === 'stop' ? 'tool_calls' : event.finishReason;
+      return { content, thinking, toolCalls, finishReason, usage: event.usage, cost: event.cost, timings: event.timings };
+    }
+  }
+  throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
+}
+
+/**
+ * The tiktoken count of a prompt, made on first use and at most once: admission asks only when the
+ * estimate changes what is reserved, and settlement only when Ollama left its own count out.
+ */
+function promptCounter(input: ChatInput, model: ModelEntry): () => number {
+  let count: number | undefined;
+  return () => (count ??= countInputTokens(input, model.tokenizer ?? undefined));
+}
+
+/** A limited balance with a priced output must never produce more than was reserved for. */
+function withOutputBound(request: ChatRequest, boundsOutput: boolean, outputBound: number): ChatRequest {
+  if (!boundsOutput || request.options.maxTokens !== undefined) return request;
+  return { ...request, options: { ...request.options, maxTokens: outputBound } };
 }
 
 function finishReasonOf(doneReason: string | undefined): FinishReason {

@@ -5,8 +5,8 @@
  */
 import type { BackendPool } from './backends/pool';
 import type { CallContext } from './chat';
-import { GatewayError, toGatewayError } from './errors';
-import type { Metering } from './metering';
+import { GatewayError } from './errors';
+import { reserveEstimate, type Metering } from './metering';
 import type { ModelCatalog } from './models';
 import { countTokens } from './tokens';
 import type { Cost, ModelEntry } from './types';
@@ -17,9 +17,6 @@ export interface EmbeddingResult {
   promptTokens: number;
   cost: Cost;
 }
-
-/** tiktoken is not the model's tokenizer: reserve with a margin, as chat does. */
-const ESTIMATE_MARGIN = 1.25;
 
 export class EmbeddingService {
   constructor(
@@ -36,12 +33,11 @@ export class EmbeddingService {
       throw new GatewayError('invalid_request', `The model '${model.name}' is a ${model.category} model, not an embedding model.`, { param: 'model' });
     }
 
-    const estimate = inputs.reduce((sum, text) => sum + countTokens(text, model.tokenizer ?? undefined), 0);
+    // A tiktoken pass over every input, made only if admission or the usage fallback below needs it.
+    let count: number | undefined;
+    const estimate = (): number => (count ??= inputs.reduce((sum, text) => sum + countTokens(text, model.tokenizer ?? undefined), 0));
     // Embedding models have no output; only the input is priced and reserved.
-    const admission = this.metering.admit(ctx, model, {
-      promptTokens: Math.ceil(estimate * ESTIMATE_MARGIN) + 16,
-      completionTokens: 0,
-    });
+    const admission = this.metering.admit(ctx, model, { promptTokens: () => reserveEstimate(estimate()), completionTokens: 0 });
 
     let result;
     try {
@@ -55,15 +51,12 @@ export class EmbeddingService {
         throw new GatewayError('backend_error', `Ollama returned ${result.embeddings.length} embeddings for ${inputs.length} inputs.`);
       }
     } catch (err) {
-      const error = toGatewayError(err);
-      admission.settle({ promptTokens: 0, completionTokens: 0 }, ctx.signal.aborted ? 499 : error.status, ctx.signal.aborted ? 'client_closed' : error.code);
-      error.recorded = true;
-      throw error;
+      throw admission.fail(err, ctx.signal.aborted);
     }
 
     // Ollama omits a zero count; tiktoken stands in for it.
-    const promptTokens = result.promptTokens ?? estimate;
-    const cost = admission.settle({ promptTokens, completionTokens: 0 }, 200, null);
+    const promptTokens = result.promptTokens ?? estimate();
+    const cost = admission.done({ promptTokens, completionTokens: 0 });
     return { model, embeddings: result.embeddings, promptTokens, cost };
   }
 }

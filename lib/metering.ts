@@ -3,7 +3,7 @@
  * the model allow-list, tokens per minute and the credit reservation before Ollama is called, and
  * exactly one settlement after, whatever way the request ends.
  */
-import { GatewayError } from './errors';
+import { GatewayError, toGatewayError } from './errors';
 import type { Limits, TokenHold } from './limits/limits';
 import { capCost, costOf, type Prices } from './pricing';
 import type { Cost, ModelEntry, Principal, Usage } from './types';
@@ -34,8 +34,28 @@ export interface MeteringOptions {
 
 /** The worst case a request may use, for the reservation and the tokens-per-minute hold. */
 export interface Estimate {
-  promptTokens: number;
+  /**
+   * The prompt's worst case (see `reserveEstimate`). A function because it is a tiktoken pass over the
+   * whole input, and admission asks for it only when it changes something (see `needsPromptEstimate`).
+   */
+  promptTokens: () => number;
   completionTokens: number;
+}
+
+/** Prompt counts come from tiktoken, not the model's own tokenizer: reserve with a margin, plus a little for the template. */
+export function reserveEstimate(tiktokenCount: number): number {
+  return Math.ceil(tiktokenCount * 1.25) + 16;
+}
+
+/** What a request that reached no model, or relayed nothing, has used. */
+export const NOTHING_USED: Usage = Object.freeze({ promptTokens: 0, completionTokens: 0 });
+
+/** Where a generation's end is accounted: an Admission itself, or a share of one (`SharedAdmission`). */
+export interface Tab {
+  /** The generation ended with Ollama's final counts; returns what they cost. */
+  done(usage: Usage): Cost;
+  /** See `Admission.fail`. */
+  fail(err: unknown, clientLeft: boolean, usage?: Usage): GatewayError;
 }
 
 export class Metering {
@@ -60,8 +80,9 @@ export class Metering {
   admit(call: MeteredCall, model: ModelEntry, worst: Estimate): Admission {
     const startedAt = this.now();
     const prices: Prices = { inputMicroPer1k: model.inputMicroPer1k, outputMicroPer1k: model.outputMicroPer1k };
-    const worstCost = costOf(worst, prices);
-    const tokenHold = this.options.limits?.admitTokens(call.principal, worst.promptTokens + worst.completionTokens) ?? null;
+    const promptTokens = this.needsPromptEstimate(call.principal, prices) ? worst.promptTokens() : 0;
+    const worstCost = costOf({ promptTokens, completionTokens: worst.completionTokens }, prices);
+    const tokenHold = this.options.limits?.admitTokens(call.principal, promptTokens + worst.completionTokens) ?? null;
     let reservation: Reservation | undefined;
     try {
       reservation = this.ledger.reserve(call.principal.orgId, worstCost.totalMicro, this.options.limits?.allotments(call.principal));
@@ -73,10 +94,22 @@ export class Metering {
     }
     return new Admission(this.ledger, call, model, prices, reservation, tokenHold, startedAt, this.now, this.options.onSettled);
   }
+
+  /**
+   * The prompt estimate counts in two places only: a tokens-per-minute hold, and the cost of a priced
+   * input (for a limited balance or an allotment). A free input without a token limit reserves the
+   * same whatever the prompt, so the tiktoken pass is skipped. (An unlimited organisation with a
+   * priced input still pays for the count: whether the balance is limited is only known in `reserve`.)
+   */
+  private needsPromptEstimate(principal: Principal, prices: Prices): boolean {
+    if (prices.inputMicroPer1k > 0) return true;
+    // The same test as Limits.admitTokens (a key or organisation tpm), which returns null otherwise.
+    return this.options.limits !== undefined && (principal.limits?.key.tpm != null || principal.limits?.org.tpm != null);
+  }
 }
 
 /** An admitted request: its reservation, settled exactly once. */
-export class Admission {
+export class Admission implements Tab {
   private settled = false;
 
   constructor(
@@ -126,4 +159,62 @@ export class Admission {
     this.onSettled?.(record);
     return cost;
   }
+
+  /** Settles a request that ended well. */
+  done(usage: Usage): Cost {
+    return this.settle(usage, 200, null);
+  }
+
+  /**
+   * Settles a request that failed, billing `usage` (what was relayed before it broke): as 499
+   * `client_closed` when the client left — whatever broke as a result, it is not Ollama's fault —
+   * else with the error's own status and code. Returns the error to throw, marked as logged so the
+   * HTTP edge does not log it again.
+   */
+  fail(err: unknown, clientLeft: boolean, usage: Usage = NOTHING_USED): GatewayError {
+    const error = clientLeft && !(err instanceof GatewayError && err.recorded) ? clientLeftError(err) : toGatewayError(err);
+    this.settle(usage, clientLeft ? 499 : error.status, clientLeft ? 'client_closed' : error.code);
+    error.recorded = true;
+    return error;
+  }
+
+  /** Several generations under this one admission (e.g. moderation's inputs); see `SharedAdmission`. */
+  shared(): SharedAdmission {
+    return new SharedAdmission(this);
+  }
+}
+
+/**
+ * Several generations under one admission: each one that ends well adds its usage, and the admission
+ * is settled once — with the sum — by `close()` after the last, or by the first failure (which bills
+ * what the earlier ones used plus what the failing one relayed). One reservation, one usage row.
+ */
+export class SharedAdmission implements Tab {
+  private used: Usage = NOTHING_USED;
+
+  constructor(private readonly admission: Admission) {}
+
+  /** Adds a generation's usage; returns its own cost (for its `done` event; the bill comes at `close`). */
+  done(usage: Usage): Cost {
+    this.used = sumOf(this.used, usage);
+    return this.admission.costOf(usage);
+  }
+
+  fail(err: unknown, clientLeft: boolean, usage: Usage = NOTHING_USED): GatewayError {
+    return this.admission.fail(err, clientLeft, sumOf(this.used, usage));
+  }
+
+  /** Settles the whole: what every generation used, as one request that ended well. */
+  close(): Cost {
+    return this.admission.done(this.used);
+  }
+}
+
+function sumOf(a: Usage, b: Usage): Usage {
+  return { promptTokens: a.promptTokens + b.promptTokens, completionTokens: a.completionTokens + b.completionTokens };
+}
+
+/** The error of a request whose client went away: nobody reads it, but it must not look like a gateway bug. */
+function clientLeftError(cause: unknown): GatewayError {
+  return new GatewayError('backend_error', 'The client left before the answer was complete.', { cause });
 }

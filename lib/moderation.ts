@@ -1,9 +1,10 @@
 /**
  * Moderation by a local guard model (Llama Guard 3 through Ollama), never a remote service.
  *
- * Each input text is one ordinary chat request through the ChatService, so it is authenticated,
- * reserved, billed and logged like any other request. The guard answers `safe`, or `unsafe` and a
- * line of hazard codes (`S1,S10`); those map onto OpenAI's 13 categories (moderation-categories.ts).
+ * One call is one request through the ChatService, however many texts it holds: one admission
+ * reserves for all of them, the guard model judges each text in its own chat, and one settlement
+ * bills the sum and writes one usage row. The guard answers `safe`, or `unsafe` and a line of hazard
+ * codes (`S1,S10`); those map onto OpenAI's 13 categories (moderation-categories.ts).
  */
 import type { CallContext, ChatService } from './chat';
 import { GatewayError } from './errors';
@@ -44,26 +45,23 @@ export class Moderator {
     readonly model: string,
   ) {}
 
-  /** One verdict per text, in order. Runs one at a time: Ollama would queue them anyway. */
+  /** One verdict per text, in order, under one admission (see the top of this file). */
   async moderate(ctx: Omit<CallContext, 'categories'>, texts: readonly string[]): Promise<Verdict[]> {
-    const verdicts: Verdict[] = [];
-    for (const text of texts) verdicts.push(await this.moderateOne(ctx, text));
-    return verdicts;
-  }
-
-  private async moderateOne(ctx: Omit<CallContext, 'categories'>, text: string): Promise<Verdict> {
-    const request: ChatRequest = {
+    const requests = texts.map((text): ChatRequest => ({
       model: this.model,
       input: { kind: 'messages', messages: [{ role: 'user', content: text }] },
       // A classifier should answer the same way twice.
       options: { maxTokens: VERDICT_MAX_TOKENS, temperature: 0 },
-    };
-    let content: string;
+    }));
     try {
-      ({ result: { content } } = await this.chat.complete({ ...ctx, categories: ['moderation', 'chat'] }, request));
+      return await this.chat.completeAll({ ...ctx, categories: ['moderation', 'chat'] }, requests, ({ content }) => this.verdictOf(content));
     } catch (err) {
       throw this.explainMissingModel(err);
     }
+  }
+
+  /** Throwing here fails the whole call (billed for what the guard generated, as one usage row). */
+  private verdictOf(content: string): Verdict {
     const verdict = parseVerdict(content);
     if (!verdict) {
       throw new GatewayError(

@@ -2,8 +2,11 @@
  * Moderation by the local guard model: the verdict parser and category table, and `POST /v1/moderations`
  * end to end (real HTTP, SQLite on disk, the Ollama test double playing llama-guard3).
  */
+import { reserveEstimate } from '../lib/metering';
 import { parseVerdict } from '../lib/moderation';
 import { OPENAI_CATEGORIES, openAiCategoriesFor } from '../lib/moderation-categories';
+import { countInputTokens } from '../lib/tokens';
+import { until } from './support/until';
 import { startHarness, postJson, type Harness } from './support/harness';
 
 const verdict = (...lines: string[]) => ({ kind: 'reply' as const, tokens: lines });
@@ -116,16 +119,92 @@ describe('POST /v1/moderations', () => {
     expect(sent.map((r) => (r.body?.messages as Array<{ content: string }>)[0]?.content)).toEqual(['hello', 'I want to hurt myself', 'explicit']);
   });
 
-  test('each input is logged as usage under the moderation route', async () => {
+  test('one call is one usage row under the moderation route, however many inputs', async () => {
     const key = h.createKey('mod-usage');
-    h.double.queue.push(verdict('safe'), verdict('safe'));
+    h.double.queue.push(
+      { kind: 'reply', tokens: ['safe'], promptEvalCount: 11, evalCount: 2 },
+      { kind: 'reply', tokens: ['safe'], promptEvalCount: 13, evalCount: 3 },
+    );
     const res = await postJson(url(), { input: ['a', 'b'] }, { Authorization: `Bearer ${key.apiKey}` });
     expect(res.status).toBe(200);
-    const rows = h.store.db.prepare('SELECT route, model, status FROM usage WHERE org_id = ?').all(key.org.id);
-    expect(rows).toEqual([
-      { route: 'openai.moderations', model: 'llama-guard3', status: 200 },
-      { route: 'openai.moderations', model: 'llama-guard3', status: 200 },
-    ]);
+    expect(h.double.generations()).toHaveLength(2);
+    const rows = h.store.db.prepare('SELECT route, model, status, prompt_tokens, completion_tokens FROM usage WHERE org_id = ?').all(key.org.id);
+    expect(rows).toEqual([{ route: 'openai.moderations', model: 'llama-guard3', status: 200, prompt_tokens: 24, completion_tokens: 5 }]);
+  });
+
+  describe('billing several inputs as one call (priced guard alias, limited balance)', () => {
+    const texts = ['first text', 'a second, somewhat longer text to judge', 'third'];
+    /** What one admission reserves for `texts`: each prompt estimate with its margin, and 64 verdict tokens each. */
+    const reservedTokens = texts.reduce((sum, text) => sum + reserveEstimate(countInputTokens({ kind: 'messages', messages: [{ role: 'user', content: text }] })) + 64, 0);
+    const usageOf = (orgId: string) =>
+      h.store.db.prepare('SELECT status, error_code, prompt_tokens, completion_tokens, cost_micro FROM usage WHERE org_id = ?').all(orgId);
+
+    beforeEach(() => {
+      // 1 credit per 1,000 tokens each way: 1,000 micro-credits per token.
+      h.store.setModel({ name: 'llama-guard3', ollamaModel: 'llama-guard3:latest', category: 'moderation', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+    });
+    afterEach(() => {
+      h.store.removeModel('llama-guard3');
+      jest.restoreAllMocks();
+    });
+
+    test('three inputs: one reservation for all of them, released once, one usage row with the summed usage', async () => {
+      const key = h.createKey('mod-three', 10);
+      const reserve = jest.spyOn(h.store, 'reserve');
+      const settle = jest.spyOn(h.store, 'settle');
+      h.double.queue.push(
+        { kind: 'reply', tokens: ['safe'], promptEvalCount: 10, evalCount: 2 },
+        { kind: 'reply', tokens: ['unsafe', '\nS1'], promptEvalCount: 20, evalCount: 4 },
+        { kind: 'reply', tokens: ['safe'], promptEvalCount: 30, evalCount: 2 },
+      );
+      const res = await postJson(url(), { input: texts }, { Authorization: `Bearer ${key.apiKey}` });
+      expect(res.status).toBe(200);
+      expect(res.body.results.map((r: { flagged: boolean }) => r.flagged)).toEqual([false, true, false]);
+      expect(h.double.generations().map((r) => (r.body?.messages as Array<{ content: string }>)[0]?.content)).toEqual(texts);
+
+      expect(reserve).toHaveBeenCalledTimes(1);
+      expect(reserve).toHaveBeenCalledWith(key.org.id, reservedTokens * 1_000, []);
+      expect(settle).toHaveBeenCalledTimes(1);
+      expect(settle.mock.calls[0]?.[0]).toBe(reserve.mock.results[0]?.value);
+      expect(usageOf(key.org.id)).toEqual([{ status: 200, error_code: null, prompt_tokens: 60, completion_tokens: 8, cost_micro: 68_000 }]);
+      expect(h.store.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 68_000);
+    });
+
+    test('a guard answer that is no verdict fails the call: one 502 row billing what was generated, later inputs not sent', async () => {
+      const key = h.createKey('mod-garbled', 10);
+      const settle = jest.spyOn(h.store, 'settle');
+      h.double.queue.push(
+        { kind: 'reply', tokens: ['safe'], promptEvalCount: 10, evalCount: 2 },
+        { kind: 'reply', tokens: ['Sure!', ' Here', ' you', ' go.'], promptEvalCount: 20, evalCount: 4 },
+      );
+      const res = await postJson(url(), { input: texts }, { Authorization: `Bearer ${key.apiKey}` });
+      expect(res.status).toBe(502);
+      expect(res.body.error.message).toContain('did not answer with a Llama Guard verdict');
+      expect(h.double.generations()).toHaveLength(2);
+      expect(settle).toHaveBeenCalledTimes(1);
+      expect(usageOf(key.org.id)).toEqual([{ status: 502, error_code: 'backend_error', prompt_tokens: 30, completion_tokens: 6, cost_micro: 36_000 }]);
+      expect(h.store.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 36_000);
+    });
+
+    test('a client that leaves during the second input: one 499 row billing the first, the rest of the reservation back', async () => {
+      const key = h.createKey('mod-leaver', 10);
+      h.double.queue.push({ kind: 'reply', tokens: ['safe'], promptEvalCount: 10, evalCount: 2 }, { kind: 'hang' });
+      const controller = new AbortController();
+      const res = fetch(url(), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key.apiKey}` },
+        body: JSON.stringify({ input: texts }),
+        signal: controller.signal,
+      });
+      await until(() => h.double.generations().length === 2, 'the second guard request');
+      controller.abort();
+      await expect(res).rejects.toThrow();
+      await until(() => h.double.generations()[1]?.aborted === true, 'the double to see the abort');
+      await until(() => usageOf(key.org.id).length > 0, 'the usage row');
+      expect(usageOf(key.org.id)).toEqual([{ status: 499, error_code: 'client_closed', prompt_tokens: 10, completion_tokens: 2, cost_micro: 12_000 }]);
+      expect(h.double.generations()).toHaveLength(2);
+      expect(h.store.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 12_000);
+    });
   });
 
   test.each([
