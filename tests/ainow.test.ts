@@ -198,9 +198,11 @@ describe('ai-now API', () => {
       const res = await fetch(`${h.url}/tokens`, { headers: auth });
       expect(res.status).toBe(405);
       expect(res.headers.get('allow')).toBe('POST');
+      expect(await res.json()).toMatchObject({ error: { message: 'Only POST is allowed on /tokens.', type: 'invalid_request_error', param: null, code: null } });
       const credits = await fetch(`${h.url}/credits`, { method: 'POST', headers: auth });
       expect(credits.status).toBe(405);
       expect(credits.headers.get('allow')).toBe('GET');
+      expect(await credits.json()).toMatchObject({ error: { message: 'Only GET is allowed on /credits.' } });
     });
   });
 });

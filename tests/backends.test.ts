@@ -115,6 +115,21 @@ describe('several Ollama hosts', () => {
     expect((await health(h)).backends[0]).toMatchObject({ models: [], state: 'up' });
   });
 
+  test('a client looping on a made-up model does not probe every host on every request', async () => {
+    await chat({ prompt: 'warm' }); // both lists known
+    for (const d of [d1, d2]) d.gets.clear();
+    const started = Date.now();
+    for (let i = 0; i < 20; i++) {
+      const res = await chat({ prompt: 'hi', model: 'no-such-model' });
+      expect(res.status).toBe(404);
+      expect(res.body.error).toContain("'no-such-model'");
+    }
+    // One re-check per host per 2 s (the pool's default) at most; before, it was one per request.
+    const bound = Math.floor((Date.now() - started) / 2_000) + 1;
+    for (const d of [d1, d2]) expect(d.gets.get('/api/tags') ?? 0).toBeLessThanOrEqual(bound);
+    expect(d1.generations().length + d2.generations().length).toBe(1);
+  });
+
   test('a host that goes away is skipped (retry on the other), and is used again once it is back', async () => {
     await chat({ prompt: 'warm' });
     const port = Number(new URL(d1.url).port);

@@ -133,7 +133,20 @@ describe('envelope API (/api/v1)', () => {
     const res = await fetch(`${h.url}/api/v1/models`, { method: 'DELETE', headers: auth });
     expect(res.status).toBe(405);
     expect(res.headers.get('allow')).toBe('GET');
-    expect(await res.json()).toMatchObject({ code: 40500, data: null });
+    expect(await res.json()).toMatchObject({ code: 40500, message: 'Only GET is allowed on /api/v1/models.', data: null });
+  });
+
+  test.each([
+    ['/models', 'GET', 'POST'],
+    ['/chat/completions', 'POST', 'GET'],
+    ['/tokens', 'POST', 'GET'],
+    ['/credits', 'GET', 'POST'],
+    ['/moderate', 'POST', 'PUT'],
+  ])('%s takes %s only: %s is a 405 envelope', async (path, allowed, wrong) => {
+    const res = await fetch(`${h.url}/api/v1${path}`, { method: wrong, headers: auth });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('allow')).toBe(allowed);
+    expect(await res.json()).toMatchObject({ code: 40500, message: `Only ${allowed} is allowed on /api/v1${path}.`, data: null });
   });
 
   test('a limited organisation that cannot pay: 429 with code 42901', async () => {

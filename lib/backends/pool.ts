@@ -2,8 +2,8 @@
  * The Ollama hosts behind the gateway: which models each one has, whether it is healthy, and how many
  * requests it is serving.
  *
- * - Model lists come from /api/tags: refreshed in the background, when stale, and when a host says it
- *   lacks a model.
+ * - Model lists come from /api/tags: refreshed in the background, when stale, when a host says it
+ *   lacks a model, and when no host lists a requested model (at most once per host per `recheckMs`).
  * - A request goes only to hosts that list its model, the one with the fewest outstanding requests
  *   first, and at most `concurrency` at a time per host and model; the rest wait in a fair queue.
  * - A host that cannot be reached is `down`, one that answered 5xx is `cooling`; either is left out
@@ -45,6 +45,12 @@ export interface PoolObserver {
 export interface BackendPoolOptions {
   /** How long a host's model list is trusted before a request fetches it again. */
   modelTtlMs: number;
+  /**
+   * A request for a model no host lists fetches the lists again (it may have been pulled a moment
+   * ago), but only those older than this: a client looping on a made-up name must not probe every
+   * host on every request. A model pulled just now is found within this long. Default 2 s.
+   */
+  recheckMs?: number;
   /** Background refresh of every healthy host's model list; 0 turns it off. */
   refreshIntervalMs?: number;
   /** Requests in flight per host and model (Ollama's OLLAMA_NUM_PARALLEL). */
@@ -119,6 +125,7 @@ export class BackendPool {
     }));
     this.options = {
       refreshIntervalMs: 0,
+      recheckMs: 2_000,
       concurrency: 1,
       queueLimit: 256,
       cooldownMs: 5_000,
@@ -169,7 +176,7 @@ export class BackendPool {
   async acquire(model: string, options: AcquireOptions = {}): Promise<Lease> {
     const known = (await this.hostsFor(model)).filter((h) => !options.exclude?.has(h.backend));
     if (known.length === 0) throw this.noHost(model);
-    return this.scheduler.acquire(options.orgId ?? '', options.signal ?? NEVER, () => this.assign(model, options.exclude));
+    return this.queue(model, options);
   }
 
   /**
@@ -179,8 +186,8 @@ export class BackendPool {
    */
   async dispatch<R>(model: string, options: AcquireOptions, call: (backend: Backend) => Promise<R>): Promise<{ lease: Lease; result: R }> {
     const started = this.options.now();
-    const attempt = async (exclude?: ReadonlySet<Backend>) => {
-      const lease = await this.acquire(model, exclude ? { ...options, exclude } : options);
+    const attempt = async (acquire: () => Promise<Lease>) => {
+      const lease = await acquire();
       try {
         const result = await call(lease.backend);
         this.options.observer.firstByte?.(model, lease.backend.url, (this.options.now() - started) / 1000);
@@ -192,17 +199,19 @@ export class BackendPool {
       }
     };
     try {
-      return await attempt();
+      return await attempt(() => this.acquire(model, options));
     } catch (wrapped) {
       const { failure, backend } = unwrap(wrapped);
       if (!backend) throw failure; // refused before any host was tried (queue full, no model, left)
       if (options.signal?.aborted) throw failure; // the client left: says nothing about the host
       await this.noteFailure(backend, failure);
       const exclude = new Set([backend]);
-      const retry = !options.signal?.aborted && isRetryable(failure) && this.hosts.some((h) => !exclude.has(h.backend) && hasModel(h, model));
+      const retry = !options.signal?.aborted && isRetryable(failure) && this.withModel(model, exclude).length > 0;
       if (!retry) throw failure;
       try {
-        return await attempt(exclude);
+        // The lists were looked up for the first attempt (and the failed host's refreshed by
+        // noteFailure): the retry queues for the other hosts without looking them up again.
+        return await attempt(() => this.queue(model, { ...options, exclude }));
       } catch (wrapped2) {
         const second = unwrap(wrapped2);
         if (second.backend && !options.signal?.aborted) await this.noteFailure(second.backend, second.failure);
@@ -233,8 +242,13 @@ export class BackendPool {
 
   // ---- choosing a host ---------------------------------------------------------------------------
 
+  /** A place in the fair queue; assign() picks the host when a slot is free, from the lists as they are then. */
+  private queue(model: string, options: AcquireOptions): Promise<Lease> {
+    return this.scheduler.acquire(options.orgId ?? '', options.signal ?? NEVER, () => this.assign(model, options.exclude));
+  }
+
   private assign(model: string, exclude?: ReadonlySet<Backend>): Assignment<Lease> {
-    const withModel = this.hosts.filter((h) => !exclude?.has(h.backend) && hasModel(h, model));
+    const withModel = this.withModel(model, exclude);
     if (withModel.length === 0) return this.noHost(model);
     const healthy = withModel.filter((h) => h.state === 'up');
     // No healthy host: try the others rather than refuse; a failure there is an honest 502.
@@ -267,15 +281,30 @@ export class BackendPool {
     return new GatewayError('model_not_found', `No Ollama host has the model '${model}'; run \`ollama pull ${model}\`.`);
   }
 
+  /** Hosts that list `model`, leaving out `exclude`. */
+  private withModel(model: string, exclude?: ReadonlySet<Backend>): HostState[] {
+    return this.hosts.filter((h) => !exclude?.has(h.backend) && hasModel(h, model));
+  }
+
   private async hostsFor(model: string): Promise<HostState[]> {
     await this.refreshAll(false);
-    let found = this.hosts.filter((h) => hasModel(h, model));
+    let found = this.withModel(model);
     if (found.length === 0) {
       // A model pulled a moment ago: look again before saying no.
-      await this.refreshAll(true);
-      found = this.hosts.filter((h) => hasModel(h, model));
+      await Promise.all(this.hosts.map((h) => this.recheck(h)));
+      found = this.withModel(model);
     }
     return found;
+  }
+
+  /**
+   * A forced refresh for a model no host lists, unless the host's list is younger than `recheckMs`
+   * (fetched by an earlier recheck, a stale-list refresh, or a probe). A probe already under way is
+   * joined rather than repeated (probeOnce), so concurrent misses cost one probe too.
+   */
+  private recheck(host: HostState): Promise<void> {
+    if (this.options.now() - host.fetchedAt < this.options.recheckMs) return Promise.resolve();
+    return this.refresh(host, true);
   }
 
   // ---- health ------------------------------------------------------------------------------------

@@ -2,13 +2,14 @@
  * The Covalid one-endpoint API: `POST /api/chat.php` with `X-Client-Key` + `X-Client-Secret`,
  * body `{prompt, model?}`, reply `{response, model, elapsed_ms, done, prompt_tokens, completion_tokens, total_tokens}`.
  */
-import express, { Router, type Request, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import { GatewayError } from '../../lib/errors';
 import type { ChatRequest } from '../../lib/types';
 import { authenticateClientPair } from '../auth';
 import { clientGone, locals } from '../context';
 import { plainErrorFormat, type ErrorFormat } from '../error-format';
 import type { Services } from '../services';
+import { fieldsOf, jsonBody, refuseOtherMethods } from './shared';
 
 export const COVALID_PATH = '/api/chat.php';
 
@@ -17,8 +18,7 @@ export const covalidErrorFormat: ErrorFormat = plainErrorFormat;
 
 /** The body as the document defines it; the exact 400 text for a missing prompt is part of the API. */
 export function parseCovalidBody(body: unknown, defaultModel: string): ChatRequest {
-  const fields = (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;
-  const { prompt, model } = fields;
+  const { prompt, model } = fieldsOf(body);
   if (prompt === undefined || prompt === null) throw new GatewayError('invalid_request', 'Missing "prompt" in request body.', { param: 'prompt' });
   if (typeof prompt !== 'string' || prompt.trim() === '') {
     throw new GatewayError('invalid_request', '"prompt" must be a non-empty string.', { param: 'prompt' });
@@ -31,7 +31,7 @@ export function parseCovalidBody(body: unknown, defaultModel: string): ChatReque
 
 export function covalidRouter(services: Services): Router {
   const router = Router();
-  const json = express.json({ limit: services.config.BODY_LIMIT, type: () => true });
+  const json = jsonBody(services);
 
   router.post(COVALID_PATH, json, async (req: Request, res: Response) => {
     const ctx = locals(res);
@@ -55,9 +55,6 @@ export function covalidRouter(services: Services): Router {
     });
   });
 
-  router.all(COVALID_PATH, (_req, res) => {
-    throw new GatewayError('method_not_allowed', 'Only POST is allowed on /api/chat.php.', { headers: { Allow: 'POST' } });
-  });
-
+  refuseOtherMethods(router, { [COVALID_PATH]: 'POST' });
   return router;
 }

@@ -5,14 +5,16 @@
  * 404, 500 as the document lists; 400, 405, 413, 429, 502, 503 likewise) with a non-zero code whose
  * first three digits are that status, and `data: null`. `request_id` is the `X-Request-Id` header.
  */
-import express, { Router, type Request, type Response } from 'express';
+import { Router, type Response } from 'express';
 import { GatewayError, type ErrorCode } from '../../lib/errors';
 import { locals } from '../context';
 import { errorHeaders, type ErrorFormat } from '../error-format';
 import type { Services } from '../services';
+import { mountAinowRoutes } from './ainow';
 import { admitChat, completeChat } from './ainow/chat';
 import { creditsData, moderateData, modelsData, tokensData } from './ainow/handlers';
 import { newModerator } from './openai-moderations';
+import { jsonBody } from './shared';
 
 export const ENVELOPE_PREFIX = '/api/v1';
 
@@ -57,29 +59,23 @@ function success<T>(res: Response, data: T): void {
 
 export function envelopeRouter(services: Services): Router {
   const router = Router();
-  const json = express.json({ limit: services.config.BODY_LIMIT, type: () => true });
+  const json = jsonBody(services);
   const moderator = newModerator(services);
-  const p = (path: string) => `${ENVELOPE_PREFIX}${path}`;
 
-  router.get(p('/models'), async (req: Request, res: Response) => success(res, await modelsData(services, req, res, 'envelope.models')));
-  router.post(p('/chat/completions'), json, async (req: Request, res: Response) => {
-    const admitted = admitChat(services, req, res, 'envelope.chat');
-    // The envelope is one JSON object per reply; a stream has no place in it.
-    if (admitted.parsed.stream) {
-      throw new GatewayError('invalid_request', 'Streaming is not available on the envelope API; send "stream": false or use /chat/completions.', { param: 'stream' });
-    }
-    success(res, await completeChat(services, admitted));
+  mountAinowRoutes(router, ENVELOPE_PREFIX, json, {
+    '/models': async (req, res) => success(res, await modelsData(services, req, res, 'envelope.models')),
+    '/chat/completions': async (req, res) => {
+      const admitted = admitChat(services, req, res, 'envelope.chat');
+      // The envelope is one JSON object per reply; a stream has no place in it.
+      if (admitted.parsed.stream) {
+        throw new GatewayError('invalid_request', 'Streaming is not available on the envelope API; send "stream": false or use /chat/completions.', { param: 'stream' });
+      }
+      success(res, await completeChat(services, admitted));
+    },
+    '/tokens': async (req, res) => success(res, await tokensData(services, req, res, 'envelope.tokens')),
+    '/credits': (req, res) => success(res, creditsData(services, req, res, 'envelope.credits')),
+    '/moderate': async (req, res) => success(res, await moderateData(services, moderator, req, res, 'envelope.moderate')),
   });
-  router.post(p('/tokens'), json, async (req: Request, res: Response) => success(res, await tokensData(services, req, res, 'envelope.tokens')));
-  router.get(p('/credits'), (req: Request, res: Response) => success(res, creditsData(services, req, res, 'envelope.credits')));
-  router.post(p('/moderate'), json, async (req: Request, res: Response) => success(res, await moderateData(services, moderator, req, res, 'envelope.moderate')));
-
-  const methods: Record<string, string> = { '/models': 'GET', '/chat/completions': 'POST', '/tokens': 'POST', '/credits': 'GET', '/moderate': 'POST' };
-  for (const [path, method] of Object.entries(methods)) {
-    router.all(p(path), () => {
-      throw new GatewayError('method_not_allowed', `Only ${method} is allowed on ${p(path)}.`, { headers: { Allow: method } });
-    });
-  }
   // Unknown /api/v1 paths reach the app's JSON 404, which errorFormatFor renders as an envelope.
   return router;
 }

@@ -4,13 +4,14 @@
  * and the envelope's `/api/v1/moderate` share.
  */
 import { randomUUID } from 'node:crypto';
-import express, { Router, type Request, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import { GatewayError } from '../../lib/errors';
 import { OPENAI_CATEGORIES, type OpenAiCategory } from '../../lib/moderation-categories';
 import { Moderator, type Verdict } from '../../lib/moderation';
 import { authenticateApiKey } from '../auth';
 import { clientGone, locals } from '../context';
 import type { Services } from '../services';
+import { fieldsOf, jsonBody, refuseOtherMethods } from './shared';
 
 export const MODERATIONS_PATH = '/v1/moderations';
 
@@ -33,15 +34,14 @@ function invalid(message: string): GatewayError {
 
 /** `input`: a string, an array of strings, or an array of `{type:"text", text}` parts. Images are refused. */
 export function parseModerationInput(body: unknown): string[] {
-  const fields = (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;
-  const input = fields.input;
+  const input = fieldsOf(body).input;
   if (input === undefined || input === null) throw invalid("Missing required parameter: 'input'.");
   if (typeof input === 'string') return [input];
   if (!Array.isArray(input) || input.length === 0) throw invalid("'input' must be a string or a non-empty array.");
   if (input.length > MAX_MODERATION_INPUTS) throw invalid(`'input' may hold at most ${MAX_MODERATION_INPUTS} items.`);
   return input.map((item: unknown, index) => {
     if (typeof item === 'string') return item;
-    const part = (typeof item === 'object' && item !== null ? item : {}) as Record<string, unknown>;
+    const part = fieldsOf(item);
     if (part.type === 'text' && typeof part.text === 'string') return part.text;
     if (part.type === 'image_url') throw invalid(`input[${index}]: the local guard model moderates text only; image inputs are not supported.`);
     throw invalid(`input[${index}] must be a string or a {"type": "text", "text": "…"} object.`);
@@ -50,7 +50,7 @@ export function parseModerationInput(body: unknown): string[] {
 
 /** The optional `model` must be a string when given; it does not choose the guard (MODERATION_MODEL does). */
 export function checkModerationModelParam(body: unknown): void {
-  const model = (typeof body === 'object' && body !== null ? (body as Record<string, unknown>).model : undefined) ?? undefined;
+  const model = fieldsOf(body).model ?? undefined; // null is as good as absent
   if (model !== undefined && typeof model !== 'string') {
     throw new GatewayError('invalid_request', "'model' must be a string.", { param: 'model' });
   }
@@ -86,7 +86,7 @@ export function newModerator(services: Services): Moderator {
 
 export function openaiModerationsRouter(services: Services): Router {
   const router = Router();
-  const json = express.json({ limit: services.config.BODY_LIMIT, type: () => true });
+  const json = jsonBody(services);
   const moderator = newModerator(services);
 
   router.post(MODERATIONS_PATH, json, async (req: Request, res: Response) => {
@@ -94,9 +94,6 @@ export function openaiModerationsRouter(services: Services): Router {
     res.json({ id: `modr-${randomUUID().replaceAll('-', '')}`, model: moderator.model, results });
   });
 
-  router.all(MODERATIONS_PATH, () => {
-    throw new GatewayError('method_not_allowed', `Only POST is allowed on ${MODERATIONS_PATH}.`, { headers: { Allow: 'POST' } });
-  });
-
+  refuseOtherMethods(router, { [MODERATIONS_PATH]: 'POST' });
   return router;
 }

@@ -74,6 +74,8 @@ export interface DoubleOptions {
 export interface OllamaDouble {
   url: string;
   requests: RecordedRequest[];
+  /** GET and HEAD requests by path (`/api/tags`, `/api/version`, …), which `requests` leaves out. */
+  gets: Map<string, number>;
   /** Behaviours for the next generation requests, used in order; the default reply once empty. */
   queue: Behaviour[];
   /** Decides a behaviour when `queue` is empty; the default echoes the last user message. */
@@ -152,6 +154,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
   const double: OllamaDouble = {
     url: '',
     requests,
+    gets: new Map(),
     queue: [],
     behaviour: defaultBehaviour,
     models: options.models ?? DEFAULT_MODELS,
@@ -214,6 +217,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     };
 
     if (req.method === 'GET' || req.method === 'HEAD') {
+      double.gets.set(url.pathname, (double.gets.get(url.pathname) ?? 0) + 1);
       if (url.pathname === '/') return void res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' }).end('Ollama is running');
       if (url.pathname === '/api/version') return sendJson(200, { version: options.version ?? '0.32.15' });
       if (url.pathname === '/api/tags') return sendJson(200, { models: double.models.map(tagsEntry) });

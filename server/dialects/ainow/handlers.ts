@@ -12,6 +12,7 @@ import { authenticateApiKey } from '../../auth';
 import { locals } from '../../context';
 import type { Services } from '../../services';
 import { runModeration, type ModerationResultBody } from '../openai-moderations';
+import { fieldsOf } from '../shared';
 
 export interface AinowModel {
   id: string;
@@ -19,10 +20,6 @@ export interface AinowModel {
   inputCost: number;
   /** Credits per 1,000 completion tokens. */
   outputCost: number;
-}
-
-function fieldsOf(body: unknown): Record<string, unknown> {
-  return (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;
 }
 
 /** Every public model with its prices: the model table's aliases, then Ollama's own models at 0. */

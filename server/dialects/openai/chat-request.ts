@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import type { ChatMessage, ChatRequest, GenerationOptions, ToolCall, ToolSpec } from '../../../lib/types';
+import { isJsonObject } from '../shared';
 import { badParam, parseOrThrow, stopList } from './validation';
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
@@ -160,10 +161,8 @@ function parseArguments(text: string, param: string): Record<string, unknown> {
   } catch {
     throw badParam(param, 'Tool call arguments must be a JSON object encoded as a string.');
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw badParam(param, 'Tool call arguments must be a JSON object encoded as a string.');
-  }
-  return value as Record<string, unknown>;
+  if (!isJsonObject(value)) throw badParam(param, 'Tool call arguments must be a JSON object encoded as a string.');
+  return value;
 }
 
 function messagesOf(body: ChatBody): ChatMessage[] {

@@ -3,12 +3,13 @@
  * embeddings and models. Every route authenticates with the api_key (Bearer, X-API-Key or ?api_key=);
  * errors are OpenAI error objects (see errors.ts; app.ts routes `/v1` paths there).
  */
-import express, { Router, type Request, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import type { CallContext } from '../../../lib/chat';
 import type { ChatRequest } from '../../../lib/types';
 import { authenticateApiKey } from '../../auth';
 import { clientGone, locals } from '../../context';
 import type { Services } from '../../services';
+import { jsonBody } from '../shared';
 import { parseChatBody } from './chat-request';
 import { renderChatCompletion } from './chat-response';
 import { chatChunkRenderer } from './chat-stream';
@@ -30,7 +31,7 @@ function begin(services: Services, req: Request, res: Response, route: string): 
 
 export function openaiRouter(services: Services): Router {
   const router = Router();
-  const json = express.json({ limit: services.config.BODY_LIMIT, type: () => true });
+  const json = jsonBody(services);
   const keepAliveMs = services.config.SSE_KEEP_ALIVE_MS;
   const headerGraceMs = services.config.SSE_HEADER_GRACE_MS;
 

@@ -1,0 +1,37 @@
+/**
+ * Small pieces every dialect uses. Nothing here renders a reply: an error is thrown as a GatewayError
+ * and each dialect's own error format (chosen by path in app.ts) gives it its shape.
+ */
+import express, { type RequestHandler, type Router } from 'express';
+import { GatewayError } from '../../lib/errors';
+import type { Services } from '../services';
+
+/**
+ * Every dialect's body parser: JSON whatever the Content-Type (the documented clients do not all send
+ * one), up to BODY_LIMIT; a body over the limit or not JSON becomes the dialect's own 413 or 400.
+ */
+export function jsonBody(services: Services): RequestHandler {
+  return express.json({ limit: services.config.BODY_LIMIT, type: () => true });
+}
+
+/** A JSON object: not null, not an array. */
+export function isJsonObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A body's fields; any other body (an array, a string, none) has none, so each field reads as missing. */
+export function fieldsOf(body: unknown): Record<string, unknown> {
+  return isJsonObject(body) ? body : {};
+}
+
+/**
+ * A 405 with `Allow` for any other method on each of `routes` (path → the one method it takes), under
+ * `prefix`. Mount it after the routes' own handlers, which answer the method they take.
+ */
+export function refuseOtherMethods(router: Router, routes: Readonly<Record<string, string>>, prefix = ''): void {
+  for (const [path, method] of Object.entries(routes)) {
+    router.all(`${prefix}${path}`, () => {
+      throw new GatewayError('method_not_allowed', `Only ${method} is allowed on ${prefix}${path}.`, { headers: { Allow: method } });
+    });
+  }
+}
