@@ -13,6 +13,7 @@ import { ModelCatalog } from '../lib/models';
 import type { Config } from './config';
 import { createLogger, type Logger } from './logger';
 import { Metrics } from './metrics';
+import { TurnBudget } from './turn-budget';
 
 export interface Services {
   config: Config;
@@ -25,7 +26,12 @@ export interface Services {
   embeddings: EmbeddingService;
   metrics: Metrics;
   logger: Logger;
+  /** Spreads the start of a burst of new requests over event-loop turns (server/turn-budget.ts). */
+  turns: TurnBudget;
 }
+
+/** Time per event-loop turn spent starting new requests before the rest wait for the next turn. */
+const START_BUDGET_MS_PER_TURN = 2;
 
 export interface ServiceOptions {
   /** The clock for limits and the core (epoch ms); tests inject one to cross minutes and days. */
@@ -63,7 +69,8 @@ export function buildServices(config: Config, store: Store, options: ServiceOpti
     ...(options.now && { now: options.now }),
   });
   const embeddings = new EmbeddingService(metering, catalog, pool);
-  return { config, store, pool, catalog, chat, limits, embeddings, metrics, logger };
+  const turns = new TurnBudget(START_BUDGET_MS_PER_TURN);
+  return { config, store, pool, catalog, chat, limits, embeddings, metrics, logger, turns };
 }
 
 const closed = new WeakSet<Services>();

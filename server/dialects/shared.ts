@@ -11,7 +11,10 @@ import type { Services } from '../services';
  * one), up to BODY_LIMIT; a body over the limit or not JSON becomes the dialect's own 413 or 400.
  */
 export function jsonBody(services: Services): RequestHandler {
-  return express.json({ limit: services.config.BODY_LIMIT, type: () => true });
+  const parse = express.json({ limit: services.config.BODY_LIMIT, type: () => true });
+  // Once the body is in, the request starts within this turn's budget (or the next turn's): the
+  // synchronous work of starting it must not hold up running streams in a burst of arrivals.
+  return (req, res, next) => parse(req, res, (err?: unknown) => (err ? next(err) : services.turns.run(() => next())));
 }
 
 /** A JSON object: not null, not an array. */
