@@ -470,6 +470,11 @@ export class Store {
     const batch = this.pendingWrites;
     if (batch.length === 0) return;
     this.pendingWrites = [];
+    if (!this.connection.open) {
+      // Closed with writes that had failed: nothing can take them now. Holds die with the process.
+      this.options.onWriteError?.(new Error(`the database is closed; ${batch.length} settlement(s) not written`));
+      return;
+    }
     try {
       this.writeSettlements(batch);
     } catch (err) {
@@ -478,6 +483,7 @@ export class Store {
       this.pendingWrites = batch.concat(this.pendingWrites);
       this.options.onWriteError?.(err);
       this.flushTimer = setTimeout(() => this.flush(), RETRY_WRITE_MS);
+      this.flushTimer.unref(); // the server keeps the process alive; a retry alone must not
       return;
     }
     for (const write of batch) if (write.reservation) this.release(write.reservation);

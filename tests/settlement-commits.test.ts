@@ -68,6 +68,25 @@ describe('grouped settlement commits', () => {
     expect(store.reserve(key.org.id, 100_000)).toBeUndefined(); // 900_000 left, 850_000 of it held
   });
 
+  test('a write the database refuses (locked by another connection) is kept, its hold too, and written once it can be', async () => {
+    const failures: unknown[] = [];
+    store.close();
+    store = new Store(path.join(dir, 'g.db'), { onWriteError: (err) => failures.push(err) });
+    store.db.pragma('busy_timeout = 20'); // the default waits 5 s, blocking the loop; short for the test
+    const key = store.createKey({ name: 'locked', balanceMicro: 1_000_000 });
+    observer.db.exec('BEGIN IMMEDIATE'); // e.g. a long admin transaction
+    store.settle(store.reserve(key.org.id, 600_000) ?? null, 250_000, usage('locked-1', 250_000));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(failures).toHaveLength(1);
+    expect(String(failures[0])).toMatch(/locked|busy/i);
+    expect(store.reserve(key.org.id, 500_000)).toBeUndefined(); // the hold stays until the charge is written
+    observer.db.exec('COMMIT');
+    await new Promise((resolve) => setTimeout(resolve, 400)); // the retry
+    expect(observer.getOrg(key.org.id)?.balanceMicro).toBe(750_000);
+    expect(observer.db.prepare("SELECT COUNT(*) AS n FROM usage WHERE request_id = 'locked-1'").get()).toEqual({ n: 1 });
+    expect(store.reserve(key.org.id, 700_000)?.amountMicro).toBe(700_000);
+  });
+
   test('closing writes what is still waiting', () => {
     const key = store.createKey({ name: 'closing', balanceMicro: 1_000_000 });
     store.settle(store.reserve(key.org.id, 300_000) ?? null, 300_000, usage('close-1', 300_000));
