@@ -34,6 +34,12 @@ export function requestId(req: Request, res: Response, next: NextFunction): void
 /** A signal aborted when the client closes the connection before the reply was fully written. */
 export function clientGone(req: Request, res: Response): AbortSignal {
   const controller = new AbortController();
+  // The client may already be gone: it left while its request waited for a turn (server/turn-budget.ts)
+  // or while its body was read, and 'close' has been emitted before anyone listened.
+  if (req.socket.destroyed && !res.writableFinished) {
+    controller.abort();
+    return controller.signal;
+  }
   res.on('close', () => {
     if (!res.writableFinished) controller.abort();
   });
