@@ -52,10 +52,16 @@ interface RawToolCall {
 export class OllamaBackend implements Backend {
   readonly url: string;
   private readonly agent: Agent;
+  private readonly origin: string;
+  private readonly basePath: string;
   private readonly fetch: FetchLike;
 
   constructor(url: string, options: OllamaBackendOptions = DEFAULT_OLLAMA_BACKEND_OPTIONS) {
     this.url = url.replace(/\/+$/, '');
+    // undici takes an origin and a path apart; an Ollama behind a reverse proxy may live under a path.
+    const parsed = new URL(this.url);
+    this.origin = parsed.origin;
+    this.basePath = parsed.pathname.replace(/\/+$/, '');
     // One keep-alive pool per host: connection reuse is most of the proxy's latency budget.
     this.agent = new Agent({
       headersTimeout: options.headersTimeoutMs,
@@ -96,8 +102,8 @@ export class OllamaBackend implements Backend {
       // undici's request() rather than ollama-js over fetch: no WHATWG Request, Headers and stream
       // objects per call, which was most of the gateway's own CPU per request (bench/README.md).
       const response = await this.agent.request({
-        origin: this.url,
-        path: isChat ? '/api/chat' : '/api/generate',
+        origin: this.origin,
+        path: `${this.basePath}${isChat ? '/api/chat' : '/api/generate'}`,
         method: 'POST',
         headers: JSON_HEADERS,
         body: JSON.stringify(body),
