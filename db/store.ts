@@ -245,28 +245,34 @@ export class Store {
   }
 
   close(): void {
-    this.flush();
+    // A locked database gets a few more tries (each waits up to busy_timeout) before the rest is given up.
+    for (let attempt = 0; attempt < CLOSE_WRITE_ATTEMPTS && this.pendingWrites.length > 0 && this.connection.open; attempt++) this.flush();
     this.cancelFlush();
+    if (this.pendingWrites.length > 0) {
+      this.reportLost(this.pendingWrites, 'the database stayed locked until shutdown');
+      this.pendingWrites = [];
+    }
     if (this.connection.open) this.connection.close();
   }
 
   // ---- organisations -------------------------------------------------------------------------
 
   getOrgByName(name: string): OrgRow | undefined {
-    this.flush();
+    this.flushForRead();
     return this.available(this.stmts.orgByName.get(name));
   }
 
   /** The organisation with what it can spend now: its balance less the credits its requests in flight hold. */
   getOrg(id: string): OrgRow | undefined {
-    this.flush();
+    this.flushForRead();
     return this.available(this.stmts.orgById.get(id));
   }
 
   private available(org: OrgRow | undefined): OrgRow | undefined {
     if (!org || org.balanceMicro === null) return org;
     const held = this.heldCredits.get(org.id) ?? 0;
-    return held === 0 ? org : { ...org, balanceMicro: org.balanceMicro - held };
+    // Never below zero, even when an operator took credits away while requests were in flight.
+    return held === 0 ? org : { ...org, balanceMicro: Math.max(0, org.balanceMicro - held) };
   }
 
   createOrg(name: string, balanceMicro: number | null): OrgRow {
@@ -388,6 +394,8 @@ export class Store {
   /** Settlements waiting for this event-loop turn's commit. */
   private pendingWrites: PendingSettlement[] = [];
   private flushTimer: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  /** A write found the database locked and waits for its retry timer. */
+  private retrying = false;
   private nextReservationId = 1;
 
   /**
@@ -397,7 +405,7 @@ export class Store {
    * allotments get a reservation that holds nothing.
    */
   reserve(orgId: string, amountMicro: number, allotments: readonly AllotmentCheck[] = []): Reservation | undefined {
-    if (this.pendingWrites.length === 0) return this.hold(orgId, amountMicro, allotments);
+    if (this.pendingWrites.length === 0 || this.retrying) return this.hold(orgId, amountMicro, allotments);
     // Settlements not yet written still hold their whole reservation; before refusing, write them
     // and look again, so a refusal is never an artefact of the grouped commit.
     try {
@@ -470,28 +478,65 @@ export class Store {
     const batch = this.pendingWrites;
     if (batch.length === 0) return;
     this.pendingWrites = [];
-    if (!this.connection.open) {
-      // Closed with writes that had failed: nothing can take them now. Holds die with the process.
-      this.options.onWriteError?.(new Error(`the database is closed; ${batch.length} settlement(s) not written`));
-      return;
-    }
+    if (!this.connection.open) return this.reportLost(batch, 'the database is closed');
     try {
       this.writeSettlements(batch);
     } catch (err) {
-      // e.g. the database locked past busy_timeout by a long admin transaction: keep the holds and
-      // the rows, and try again shortly rather than lose a charge.
-      this.pendingWrites = batch.concat(this.pendingWrites);
-      this.options.onWriteError?.(err);
-      this.flushTimer = setTimeout(() => this.flush(), RETRY_WRITE_MS);
-      this.flushTimer.unref(); // the server keeps the process alive; a retry alone must not
-      return;
+      if (isLocked(err)) return this.retryLater(batch, err);
+      // Not a lock: some row is refused for good (or the disk is). One at a time, so that one bad
+      // settlement cannot hold up everyone else's.
+      return this.writeOneByOne(batch);
     }
+    this.retrying = false;
     for (const write of batch) if (write.reservation) this.release(write.reservation);
+  }
+
+  private writeOneByOne(batch: readonly PendingSettlement[]): void {
+    for (const [i, write] of batch.entries()) {
+      try {
+        this.writeSettlements([write]);
+      } catch (err) {
+        if (isLocked(err)) return this.retryLater(batch.slice(i), err);
+        // Dropped: nothing is charged for it and its hold goes (the user is never charged twice
+        // or charged for nothing); the report carries the row so an operator can replay it.
+        this.reportLost([write], `the database refused it (${err instanceof Error ? err.message : String(err)})`);
+      }
+      if (write.reservation) this.release(write.reservation);
+    }
+    this.retrying = false;
+  }
+
+  /** The database is locked (e.g. a long admin transaction): keep rows and holds, and try again shortly. */
+  private retryLater(writes: readonly PendingSettlement[], err: unknown): void {
+    this.pendingWrites = writes.concat(this.pendingWrites);
+    this.retrying = true;
+    this.flushTimer = setTimeout(() => this.flush(), RETRY_WRITE_MS);
+    this.flushTimer.unref(); // the server keeps the process alive; a retry alone must not
+    this.options.onWriteError?.(err);
+  }
+
+  private reportLost(writes: readonly PendingSettlement[], why: string): void {
+    const rows = writes.map(({ usage, chargeMicro }) => ({
+      requestId: usage.requestId,
+      orgId: usage.principal?.orgId ?? null,
+      keyId: usage.principal?.keyId ?? null,
+      model: usage.model,
+      promptTokens: usage.promptTokens,
+      completionTokens: usage.completionTokens,
+      chargeMicro,
+      status: usage.status,
+    }));
+    this.options.onWriteError?.(new Error(`${writes.length} settlement(s) not written, ${why}: ${JSON.stringify(rows)}`));
+  }
+
+  /** Reads write pending settlements first, except while a locked database is being retried (that would block). */
+  private flushForRead(): void {
+    if (!this.retrying) this.flush();
   }
 
   private enqueue(write: PendingSettlement): void {
     this.pendingWrites.push(write);
-    if (this.pendingWrites.length >= MAX_SETTLEMENTS_PER_COMMIT) this.flush();
+    if (this.pendingWrites.length >= MAX_SETTLEMENTS_PER_COMMIT && !this.retrying) this.flush();
     else if (!this.flushTimer) this.flushTimer = setImmediate(() => this.flush());
   }
 
@@ -550,7 +595,7 @@ export class Store {
 
   /** What a holder has spent (settled + held in flight) in a period, in micro-credits; 0 without a counter. */
   allotmentSpent(scope: string, period: string): number {
-    this.flush();
+    this.flushForRead();
     return (this.limitStmts.allotmentSpent.get(scope, period)?.spent ?? 0) + (this.heldAllotments.get(allotmentKey({ scope, period })) ?? 0);
   }
 
@@ -613,6 +658,13 @@ interface PendingSettlement {
 /** Past this many waiting settlements the commit happens at once rather than at the end of the turn. */
 const MAX_SETTLEMENTS_PER_COMMIT = 256;
 const RETRY_WRITE_MS = 200;
+const CLOSE_WRITE_ATTEMPTS = 3;
+
+/** SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): another connection holds the lock for now. */
+function isLocked(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^SQLITE_(BUSY|LOCKED)/.test(code);
+}
 
 /**
  * Rows every request reads (its key, its model), kept until the database changes. Changes by another

@@ -12,11 +12,12 @@ import { buildServices, closeServices } from './services';
 async function main(): Promise<void> {
   const config = loadConfig();
   // The logger comes with the services, which need the store first: report write failures late-bound.
-  let reportWriteError = (err: unknown) => console.error('writing settlements failed; retrying:', err);
+  let reportWriteError = (err: unknown) => console.error('writing settlements failed:', err);
   const store = new Store(config.GATEWAY_DB, { onWriteError: (err) => reportWriteError(err) });
   const services = buildServices(config, store);
   const { logger } = services;
-  reportWriteError = (err) => logger.error({ err }, 'writing settlements failed; they are kept and retried');
+  // A locked database is retried; rows refused for good or left at shutdown are in the error's message.
+  reportWriteError = (err) => logger.error({ err }, 'writing settlements failed');
   const refunded = store.refundOrphanReservations();
   if (refunded > 0) logger.warn({ refunded }, 'Refunded credit reservations left by an earlier crash.');
   const running = await listen(createApp(services, { logError: errorLogger(logger) }), config.HOST, config.PORT);

@@ -87,6 +87,48 @@ describe('grouped settlement commits', () => {
     expect(store.reserve(key.org.id, 700_000)?.amountMicro).toBe(700_000);
   });
 
+  test('a settlement the database refuses for good is dropped and reported; the rest of its commit is written', async () => {
+    const failures: unknown[] = [];
+    store.close();
+    store = new Store(path.join(dir, 'g.db'), { onWriteError: (err) => failures.push(err) });
+    const key = store.createKey({ name: 'poison', balanceMicro: 1_000_000 });
+    const settleOne = (id: string, latencyMs: number) =>
+      store.settle(store.reserve(key.org.id, 100_000) ?? null, 50_000, { ...usage(id, 50_000), latencyMs });
+    settleOne('good-1', 1);
+    settleOne('bad-1', Number.NaN); // stands for any row the database refuses (NOT NULL here)
+    settleOne('good-2', 1);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(observer.db.prepare('SELECT request_id FROM usage ORDER BY id').all()).toEqual([{ request_id: 'good-1' }, { request_id: 'good-2' }]);
+    expect(failures).toHaveLength(1);
+    expect(String(failures[0])).toContain('bad-1');
+    // Charged for the two written, nothing held any more.
+    expect(store.getOrg(key.org.id)?.balanceMicro).toBe(900_000);
+    expect(store.reserve(key.org.id, 900_000)?.amountMicro).toBe(900_000);
+  });
+
+  test('closing while the database stays locked reports the rows it could not write', () => {
+    const failures: unknown[] = [];
+    store.close();
+    store = new Store(path.join(dir, 'g.db'), { onWriteError: (err) => failures.push(err) });
+    store.db.pragma('busy_timeout = 10');
+    const key = store.createKey({ name: 'shutdown', balanceMicro: 1_000_000 });
+    observer.db.exec('BEGIN IMMEDIATE');
+    store.settle(store.reserve(key.org.id, 100_000) ?? null, 100_000, usage('lost-at-close', 100_000));
+    store.close();
+    observer.db.exec('ROLLBACK');
+    expect(failures.map(String).some((f) => f.includes('lost-at-close') && f.includes('locked until shutdown'))).toBe(true);
+    store = new Store(path.join(dir, 'g.db')); // for afterEach
+  });
+
+  test('what an organisation can spend never shows below zero when credits are taken away mid-flight', () => {
+    const key = store.createKey({ name: 'taken', balanceMicro: 1_000_000 });
+    expect(store.reserve(key.org.id, 900_000)).toBeDefined();
+    store.addCredits(key.org.id, -500_000); // the stored balance is 500_000, 900_000 of it held
+    expect(store.getOrg(key.org.id)?.balanceMicro).toBe(0);
+    expect(store.reserve(key.org.id, 0)?.amountMicro).toBe(0); // a free request still goes through
+    expect(store.reserve(key.org.id, 1)).toBeUndefined();
+  });
+
   test('closing writes what is still waiting', () => {
     const key = store.createKey({ name: 'closing', balanceMicro: 1_000_000 });
     store.settle(store.reserve(key.org.id, 300_000) ?? null, 300_000, usage('close-1', 300_000));
