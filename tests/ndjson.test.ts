@@ -1,7 +1,7 @@
 /**
  * The NDJSON reader on its own: every way Ollama's lines can arrive cut up.
  */
-import { ndjsonLines, OllamaStreamError } from '../lib/backends/ndjson';
+import { MAX_LINE_BYTES, ndjsonLines, OllamaStreamError } from '../lib/backends/ndjson';
 
 async function* chunks(...parts: Array<string | Buffer>): AsyncGenerator<Buffer> {
   for (const part of parts) yield Buffer.isBuffer(part) ? part : Buffer.from(part);
@@ -37,5 +37,14 @@ describe('ndjsonLines', () => {
   test('garbage and non-object lines are errors, not silently skipped', async () => {
     await expect(collect(chunks('<html>busy</html>\n'))).rejects.toBeInstanceOf(SyntaxError);
     await expect(collect(chunks('[1,2]\n'))).rejects.toThrow('not a JSON object');
+  });
+
+  test('a stream that never ends its line is cut once the line passes the bound', async () => {
+    const piece = Buffer.alloc(1024 * 1024, 0x61); // 1 MiB of "a", no newline
+    async function* endless(): AsyncGenerator<Buffer> {
+      for (let i = 0; i <= MAX_LINE_BYTES / piece.length; i++) yield piece;
+      yield Buffer.from('\n');
+    }
+    await expect(collect(endless())).rejects.toThrow('longer than');
   });
 });

@@ -12,6 +12,13 @@ export class OllamaStreamError extends Error {
 const NEWLINE = 0x0a;
 
 /**
+ * Longest line accepted. Ollama's largest is a final `/api/generate` line with its `context` (a token
+ * id per context position: under a megabyte at 128 K context); a stream without newlines must not
+ * grow the buffer until the process runs out of memory.
+ */
+export const MAX_LINE_BYTES = 16 * 1024 * 1024;
+
+/**
  * Parsed lines from raw body chunks. Lines are cut on the newline byte and decoded whole, so a
  * character split across two reads is never decoded in halves. Blank lines are skipped.
  */
@@ -33,6 +40,7 @@ export async function* ndjsonLines<T extends object>(body: AsyncIterable<Uint8Ar
     if (start < chunk.length) {
       const rest = chunk.subarray(start);
       pending = pending ? Buffer.concat([pending, rest]) : rest;
+      if (pending.length > MAX_LINE_BYTES) throw new SyntaxError(`Ollama sent a line longer than ${MAX_LINE_BYTES} bytes without a newline.`);
     }
   }
   if (pending) {
