@@ -31,7 +31,9 @@ function freePort(): Promise<number> {
 export async function startGateway(env: NodeJS.ProcessEnv, logFile: string, nodeArgs: string[] = []): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
   const log = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...nodeArgs, path.join(dist, 'server', 'main.js')], {
+  // BENCH_GATEWAY_NODE_ARGS: flags to try on the gateway alone (e.g. GC sizes), without touching the others.
+  const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...extra, ...nodeArgs, path.join(dist, 'server', 'main.js')], {
     env: { ...process.env, LOG_LEVEL: 'info', ...env, PORT: String(port) },
     stdio: ['ignore', log, 'inherit'],
   });

@@ -3,6 +3,7 @@
  * unreachable or broken → 502, busy → 503, missing model → 404, a rejected request → 400.
  */
 import { GatewayError } from '../errors';
+import { OllamaStreamError } from './ndjson';
 
 /** Shape of ollama-js's (unexported) ResponseError: a non-2xx answer before the stream began. */
 interface ResponseErrorLike {
@@ -63,6 +64,10 @@ export function failureBeforeFirstByte(err: unknown, backendUrl: string, model: 
     if (status === 400) return new GatewayError('invalid_request', `Ollama rejected the request: ${message}`, { cause: err });
     return new GatewayError('backend_error', `Ollama answered ${status}: ${message}`, { cause: err });
   }
+  // It answered, but with an `{"error"}` in place of an answer, or with something that is not JSON
+  // (a proxy's page): a broken host, not an unreachable one.
+  if (err instanceof OllamaStreamError) return new GatewayError('backend_error', `Ollama failed: ${err.message}`, { cause: err });
+  if (err instanceof SyntaxError) return new GatewayError('backend_error', `Ollama answered something that is not JSON: ${err.message}`, { cause: err });
   return new GatewayError('backend_unavailable', `Ollama at ${backendUrl} is unreachable: ${describe(err)}`, { cause: err });
 }
 

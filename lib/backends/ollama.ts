@@ -2,14 +2,16 @@
  * One Ollama host. Generations go through undici's `request()` on a keep-alive pool (the hot path);
  * the rest (models, version, embeddings) through the official `ollama` client on the same pool.
  *
- * Every generation is streamed from Ollama, even when the caller wants one JSON answer: Ollama then
- * reports progress line by line, so the core can bill exactly what was relayed when a client leaves.
+ * A caller that streams gets Ollama's answer streamed, line by line, so the core relays and bills
+ * exactly what went out when a client leaves. A caller that waits for one JSON reply gets Ollama's
+ * whole answer in one piece: nothing reaches that client before the end anyway, and one body to read
+ * and parse instead of one line per token is most of the relay's cost (bench/README.md).
  */
 import { Ollama, type ChatRequest as OllamaChatRequest, type GenerateRequest, type Message, type Options } from 'ollama';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
 import { errorMessageFrom, failureBeforeFirstByte, failureMidStream, OllamaResponseError } from './failures';
-import { ndjsonLines } from './ndjson';
+import { ndjsonLines, readWholeJson } from './ndjson';
 import type { Backend, BackendChatRequest, BackendChunk, BackendModel, EmbedResult } from './types';
 
 export interface OllamaBackendOptions {
@@ -95,9 +97,7 @@ export class OllamaBackend implements Backend {
     const detach = () => request.signal.removeEventListener('abort', callerLeft);
 
     const isChat = request.input.kind === 'messages';
-    const body = isChat ? { ...this.chatBody(request), stream: true } : { ...this.generateBody(request), stream: true };
-    let lines: AsyncGenerator<RawLine>;
-    let first: IteratorResult<RawLine>;
+    const body = { ...(isChat ? this.chatBody(request) : this.generateBody(request)), stream: request.stream };
     try {
       // undici's request() rather than ollama-js over fetch: no WHATWG Request, Headers and stream
       // objects per call, which was most of the gateway's own CPU per request (bench/README.md).
@@ -113,14 +113,19 @@ export class OllamaBackend implements Backend {
         const text = await response.body.text();
         throw new OllamaResponseError(errorMessageFrom(text, response.statusCode), response.statusCode);
       }
-      lines = ndjsonLines<RawLine>(response.body);
-      first = await lines.next();
+      if (!request.stream) {
+        const answer = await readWholeJson<RawLine>(response.body);
+        detach();
+        return whole(toChunk(answer));
+      }
+      const lines = ndjsonLines<RawLine>(response.body);
+      const first = await lines.next();
+      return relay(first, lines, upstream, detach);
     } catch (err) {
       detach();
       upstream.abort();
       throw failureBeforeFirstByte(err, this.url, request.model);
     }
-    return relay(first, lines, upstream, detach);
   }
 
   async embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult> {
@@ -183,6 +188,11 @@ export class OllamaBackend implements Backend {
     if (request.think !== undefined) body.think = request.think;
     return body;
   }
+}
+
+/** A whole answer as the one chunk it is. */
+async function* whole(chunk: BackendChunk): AsyncGenerator<BackendChunk> {
+  yield chunk;
 }
 
 /** Yields the first line already read, then the rest, turning any failure into a mid-stream error. */

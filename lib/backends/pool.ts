@@ -71,6 +71,8 @@ export interface AcquireOptions {
   signal?: AbortSignal;
   /** Hosts not to use (the one that just failed, for a retry). */
   exclude?: ReadonlySet<Backend>;
+  /** The call returns with the whole answer, so its time is no time to first token (not observed). */
+  wholeAnswer?: boolean;
 }
 
 interface HostState {
@@ -190,7 +192,7 @@ export class BackendPool {
       const lease = await acquire();
       try {
         const result = await call(lease.backend);
-        this.options.observer.firstByte?.(model, lease.backend.url, (this.options.now() - started) / 1000);
+        if (!options.wholeAnswer) this.options.observer.firstByte?.(model, lease.backend.url, (this.options.now() - started) / 1000);
         this.noteSuccess(lease.backend);
         return { lease, result };
       } catch (err) {

@@ -5,6 +5,8 @@
  * - zero metrics are omitted, durations are integer nanoseconds, `<>&` are escaped as Go does;
  * - errors before the first line are a real status with `{"error"}`; after it, an `{"error"}` line
  *   and no `done` line; a stream can also just die or end without `done`;
+ * - a non-streamed answer (`stream: false`) comes whole once the whole generation is done; a failure
+ *   during it is a 500 `{"error"}` (or a dead connection), and a client that leaves stops it;
  * - writes can be fragmented anywhere (inside a multi-byte character) and lines coalesced;
  * - generations beyond `parallel` wait in line (Ollama queues, no 503); `maxQueue` past that → 503;
  * - a client that disconnects stops the generation, and the double records it as aborted.
@@ -50,6 +52,8 @@ export interface RecordedRequest {
   completed: boolean;
   /** Lines written before the end or the abort. */
   linesSent: number;
+  /** Lines the model produced so far, streamed or not (a non-streamed answer sends them all at the end). */
+  generated: number;
 }
 
 export interface DoubleOptions {
@@ -206,6 +210,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
       aborted: false,
       completed: false,
       linesSent: 0,
+      generated: 0,
     };
     const raw = await readBody(req);
     res.on('close', () => {
@@ -348,20 +353,32 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     }
 
     if (!streaming) {
-      if (behaviour.kind !== 'reply') {
-        // A non-streamed failure is a status and an error body.
-        return sendNow(res, record, 500, { error: 'model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details' });
+      // Ollama generates the whole answer before it sends anything (status and headers included); a
+      // client that leaves meanwhile stops the generation.
+      for (let i = 0; i < lines.length; i++) {
+        if (gone.aborted) return;
+        record.generated++;
+        if (options.tokenDelayMs) await sleep(options.tokenDelayMs);
       }
-      const final = finalLine(behaviour, emitted, body, started, isChat, model);
-      const text = emitted.join('');
-      if (isChat) (final.message as Record<string, unknown>).content = text;
-      else final.response = text;
-      return sendNow(res, record, 200, final);
+      if (gone.aborted) return;
+      switch (behaviour.kind) {
+        case 'reply':
+          return sendNow(res, record, 200, wholeAnswer(behaviour, emitted, body, started, isChat, model, lines));
+        case 'error-mid':
+          return sendNow(res, record, 500, { error: behaviour.message });
+        case 'no-done':
+          return sendNow(res, record, 500, { error: 'model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details' });
+        case 'die-mid':
+          record.completed = true;
+          res.socket?.destroy();
+          return;
+      }
     }
 
     const writer = lineWriter(res, record, gone);
     for (const l of lines) {
       if (gone.aborted) return;
+      record.generated++;
       await writer.write(l);
       if (options.tokenDelayMs) await sleep(options.tokenDelayMs);
     }
@@ -390,6 +407,32 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
         res.socket?.destroy();
         return;
     }
+  }
+
+  /** A non-streamed answer: the final line carrying everything the streamed lines would have. */
+  function wholeAnswer(
+    behaviour: Extract<Behaviour, { kind: 'reply' }>,
+    emitted: string[],
+    body: Record<string, unknown>,
+    started: bigint,
+    isChat: boolean,
+    model: string,
+    lines: Array<Record<string, unknown>>,
+  ): Record<string, unknown> {
+    const final = finalLine(behaviour, emitted, body, started, isChat, model);
+    const text = emitted.join('');
+    const thinking = (behaviour.thinking ?? []).join('');
+    const toolCalls = lines.flatMap((l) => ((l.message as { tool_calls?: unknown[] } | undefined)?.tool_calls ?? []));
+    if (isChat) {
+      const message = final.message as Record<string, unknown>;
+      message.content = text;
+      if (thinking) message.thinking = thinking;
+      if (toolCalls.length) message.tool_calls = toolCalls;
+    } else {
+      final.response = text;
+      if (thinking) final.thinking = thinking;
+    }
+    return final;
   }
 
   function sendNow(res: http.ServerResponse, record: RecordedRequest, status: number, value: unknown): void {
