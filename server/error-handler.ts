@@ -1,6 +1,6 @@
 /**
- * The one place errors become replies. Body-parser and routing failures are turned into
- * GatewayErrors first; internal errors are logged with their stack and never shown.
+ * The one place errors become replies. Everything thrown is a GatewayError or becomes one (an
+ * unexpected error is `internal`: logged with its stack, never shown).
  */
 import type { NextFunction, Request, Response } from 'express';
 import { GatewayError, toGatewayError } from '../lib/errors';
@@ -14,32 +14,9 @@ export interface ErrorHandlerDeps {
   logError(err: unknown, requestId: string): void;
 }
 
-interface BodyParserError {
-  type: string;
-  status?: number;
-  limit?: number;
-}
-
-function isBodyParserError(err: unknown): err is BodyParserError & Error {
-  return err instanceof Error && typeof (err as Partial<BodyParserError>).type === 'string';
-}
-
-export function normalise(err: unknown): GatewayError {
-  if (isBodyParserError(err)) {
-    if (err.type === 'entity.parse.failed') return new GatewayError('invalid_request', 'The request body is not valid JSON.');
-    if (err.type === 'entity.too.large') {
-      return new GatewayError('payload_too_large', `The request body is larger than the limit of ${err.limit ?? '?'} bytes.`);
-    }
-    if (err.type === 'encoding.unsupported' || err.type === 'charset.unsupported') {
-      return new GatewayError('invalid_request', err.message);
-    }
-  }
-  return toGatewayError(err);
-}
-
 export function errorHandler(deps: ErrorHandlerDeps) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
-    const error = normalise(err);
+    const error = toGatewayError(err);
     const { requestId } = locals(res);
     if (error.code === 'internal') deps.logError(err, requestId);
     if (res.headersSent) {

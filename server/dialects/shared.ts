@@ -2,8 +2,9 @@
  * Small pieces every dialect uses. Nothing here renders a reply: an error is thrown as a GatewayError
  * and each dialect's own error format (chosen by path in app.ts) gives it its shape.
  */
-import express, { type RequestHandler, type Router } from 'express';
+import type { RequestHandler, Router } from 'express';
 import { GatewayError } from '../../lib/errors';
+import { bytesOf, readJsonBody } from '../json-body';
 import type { Services } from '../services';
 
 /**
@@ -11,10 +12,15 @@ import type { Services } from '../services';
  * one), up to BODY_LIMIT; a body over the limit or not JSON becomes the dialect's own 413 or 400.
  */
 export function jsonBody(services: Services): RequestHandler {
-  const parse = express.json({ limit: services.config.BODY_LIMIT, type: () => true });
-  // Once the body is in, the request starts within this turn's budget (or the next turn's): the
-  // synchronous work of starting it must not hold up running streams in a burst of arrivals.
-  return (req, res, next) => parse(req, res, (err?: unknown) => (err ? next(err) : services.turns.run(() => next())));
+  const limit = bytesOf(services.config.BODY_LIMIT);
+  return (req, _res, next) => {
+    readJsonBody(req, limit).then((body) => {
+      req.body = body;
+      // Once the body is in, the request starts within this turn's budget (or the next turn's): the
+      // synchronous work of starting it must not hold up running streams in a burst of arrivals.
+      services.turns.run(() => next());
+    }, next);
+  };
 }
 
 /** A JSON object: not null, not an array. */
