@@ -6,6 +6,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
+import { createExpressServer } from './express-server';
 
 export interface RunningServer {
   server: http.Server;
@@ -15,7 +16,7 @@ export interface RunningServer {
 }
 
 export async function listen(app: Express, host: string, port: number): Promise<RunningServer> {
-  const server = http.createServer(app);
+  const server = createExpressServer(app);
   // Long generations: Node's default 5-minute request timeout would cut a healthy slow answer.
   server.requestTimeout = 0;
   server.keepAliveTimeout = 65_000;
