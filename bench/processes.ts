@@ -73,6 +73,14 @@ export function killChildren(): void {
   for (const child of children) child.kill('SIGTERM');
 }
 
+/** User + system CPU seconds a process has used, from /proc (Linux). */
+export function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return NaN;
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  // After the command name: utime and stime are fields 14 and 15 of stat, in clock ticks (100 per second).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 export function peakMemoryMb(pid: number | undefined): number {
   if (!pid) return NaN;
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');

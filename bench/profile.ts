@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run, type Target } from './load';
-import { killChildren, prepareDatabase, startDouble, startGateway } from './processes';
+import { cpuSeconds, killChildren, prepareDatabase, startDouble, startGateway } from './processes';
 
 interface CallFrame {
   functionName: string;
@@ -49,14 +49,6 @@ function areaOf(frame: CallFrame): string {
   const ours = /dist\/([^/]+)\/(.+)$/.exec(url);
   if (ours) return `${ours[1]}/${ours[2]}`;
   return url;
-}
-
-/** User + system CPU seconds a process has used, from /proc (Linux). */
-function cpuSeconds(pid: number | undefined): number {
-  if (!pid) return NaN;
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-  // After the command name: utime and stime are fields 14 and 15 of stat, in clock ticks (100 per second).
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 const label = (f: CallFrame) => `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/(node_modules|dist)\//, '')}:${f.lineNumber + 1}`;

@@ -75,23 +75,27 @@ async function main(): Promise<void> {
       { OLLAMA_HOST: slow.url, GATEWAY_DB: db, QUEUE_LIMIT: '100000', BACKEND_CONCURRENCY: '100000' },
       path.join(dir, `gateway-streams-${delayMs}.log`),
     );
+    // The yardstick too: what does a proxy that does nothing but forward bytes add at this load?
+    const slowProxy = await startChild(path.join(root, 'dist', 'bench', 'proxy.js'), [slow.url]);
     const direct = await run(nativeChat(slow.url, true), STREAMS, STREAMS, true);
+    const proxied = await run(nativeChat(slowProxy.url, true), STREAMS, STREAMS, true);
     const through = await run({ ...openai(true), url: slowGateway.url }, STREAMS, STREAMS, true);
-    many.push({ delayMs, direct, gateway: through });
+    many.push({ delayMs, direct, proxy: proxied, gateway: through });
     memory = Math.max(memory, peakMemoryMb(slowGateway.child.pid));
-    console.log(`${STREAMS} streams, ${delayMs} ms apart: gap p99 direct ${direct.gapP99Ms?.toFixed(1)} ms, gateway ${through.gapP99Ms?.toFixed(1)} ms`);
+    console.log(`${STREAMS} streams, ${delayMs} ms apart: gap p99 direct ${direct.gapP99Ms?.toFixed(1)} ms, proxy ${proxied.gapP99Ms?.toFixed(1)} ms, gateway ${through.gapP99Ms?.toFixed(1)} ms`);
   }
 
   const report = render(rows, many, memory);
   console.log(`\n${report}`);
   fs.writeFileSync(path.join(root, 'bench', 'RESULTS.md'), report);
   killChildren();
-  fs.rmSync(dir, { recursive: true, force: true });
+  if (process.env.BENCH_KEEP !== '1') fs.rmSync(dir, { recursive: true, force: true });
 }
 
 interface ManyStreams {
   delayMs: number;
   direct: RunStats;
+  proxy: RunStats;
   gateway: RunStats;
 }
 
@@ -121,10 +125,11 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats }>, m
     `| added mean latency, stream, 1 conn (vs direct) | ${f(added('gateway /v1/chat/completions stream', 'direct /api/chat (stream)'))} ms | |`,
     `| req/s at 64 conns, non-stream, gateway ÷ minimal proxy | ${f(ratio('gateway /v1/chat/completions', 'proxy /api/chat (non-stream)'), 2)} | ≥ 0.6 |`,
     `| req/s at 64 conns, stream, gateway ÷ minimal proxy | ${f(ratio('gateway /v1/chat/completions stream', 'proxy /api/chat (stream)'), 2)} | ≥ 0.6 |`,
-    ...many.flatMap(({ delayMs, direct, gateway }) => [
+    ...many.flatMap(({ delayMs, direct, proxy, gateway }) => [
       `| ${STREAMS} concurrent streams (${STREAM_TOKENS} tokens, ${delayMs} ms apart): gap between data p99 / max, direct | ${f(direct.gapP99Ms, 1)} / ${f(direct.gapMaxMs, 1)} ms | |`,
+      `| same through the minimal proxy | ${f(proxy.gapP99Ms, 1)} / ${f(proxy.gapMaxMs, 1)} ms | |`,
       `| same through the gateway | ${f(gateway.gapP99Ms, 1)} / ${f(gateway.gapMaxMs, 1)} ms | ≤ 5 ms over direct |`,
-      `| tokens/s relayed, direct / gateway; errors, direct / gateway | ${f((direct.chunks ?? 0) / direct.seconds, 0)} / ${f((gateway.chunks ?? 0) / gateway.seconds, 0)}; ${direct.errors} / ${gateway.errors} | 0 errors |`,
+      `| tokens/s relayed, direct / proxy / gateway; errors | ${[direct, proxy, gateway].map((r) => f((r.chunks ?? 0) / r.seconds, 0)).join(' / ')}; ${direct.errors} / ${proxy.errors} / ${gateway.errors} | 0 errors |`,
     ]),
     `| gateway peak memory (VmHWM) | ${f(memoryMb, 0)} MB | < 300 MB |`,
   ];
