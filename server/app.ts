@@ -1,8 +1,7 @@
 /**
- * Builds the Express app: request id, helmet, the API shapes' routers, JSON 404s and one error handler.
+ * Builds the Express app: request id, security headers, the API shapes' routers, JSON 404s and one error handler.
  */
 import express, { type Express, type Request, type Response } from 'express';
-import helmet from 'helmet';
 import { requestId, locals } from './context';
 import { ainowErrorFormat, ainowRouter, isAinowPath } from './dialects/ainow';
 import { covalidErrorFormat, covalidRouter, COVALID_PATH } from './dialects/covalid';
@@ -15,6 +14,7 @@ import { errorHandler, notFound } from './error-handler';
 import { healthRouter } from './health';
 import { accessLog, errorLogger } from './logger';
 import { metricsRouter } from './metrics';
+import { securityHeaders } from './security-headers';
 import type { Services } from './services';
 import type { GatewayError } from '../lib/errors';
 
@@ -40,7 +40,7 @@ export function createApp(services: Services, options: AppOptions = {}): Express
   app.use(requestId);
   app.use(services.metrics.middleware());
   app.use(accessLog(services.logger));
-  app.use(helmet());
+  app.use(securityHeaders);
 
   app.use(healthRouter(services));
   app.use(metricsRouter(services.metrics));

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { startHarness, postJson, type Harness } from './support/harness';
 import { startOllamaDouble, tokenize } from './support/ollama-double';
+import { SECURITY_HEADERS } from '../server/security-headers';
 
 describe('POST /api/chat.php', () => {
   let h: Harness;
@@ -20,6 +21,17 @@ describe('POST /api/chat.php', () => {
   beforeEach(() => {
     h.double.requests.length = 0;
     h.double.queue.length = 0;
+  });
+
+  test('every reply, refusals included, carries the security headers of a JSON API', async () => {
+    const ok = await postJson(chatUrl(), { prompt: 'hi' }, auth);
+    const refused = await postJson(chatUrl(), { prompt: 'hi' }, {});
+    expect([ok.status, refused.status]).toEqual([200, 401]);
+    for (const res of [ok, refused]) {
+      for (const [name, value] of SECURITY_HEADERS) expect([name, res.headers.get(name)]).toEqual([name, value]);
+      expect(res.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
+      expect(res.headers.get('x-powered-by')).toBeNull();
+    }
   });
 
   test('answers with the documented fields, the model asked for, and Ollama\'s own token counts', async () => {

@@ -1,0 +1,25 @@
+/**
+ * Security headers for an API that serves JSON and event streams, never pages: nothing it sends may
+ * be sniffed into HTML, framed, or run as script, and no referrer leaves with a link from it. One
+ * fixed set, built once and set in one call: helmet's chain of thirteen middlewares did the same with
+ * headers meant for HTML sites, at about 0.04 ms of CPU per request (bench/README.md).
+ */
+import type { NextFunction, Request, Response } from 'express';
+
+const headers = new Map([
+  // Nothing here is a document: no source of any kind, and no page may frame a reply.
+  ['Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'"],
+  ['X-Content-Type-Options', 'nosniff'],
+  // For browsers too old for frame-ancestors.
+  ['X-Frame-Options', 'DENY'],
+  ['Referrer-Policy', 'no-referrer'],
+  ['Cross-Origin-Resource-Policy', 'same-origin'],
+  ['Cross-Origin-Opener-Policy', 'same-origin'],
+]);
+
+export const SECURITY_HEADERS: ReadonlyMap<string, string> = headers;
+
+export function securityHeaders(_req: Request, res: Response, next: NextFunction): void {
+  res.setHeaders(headers);
+  next();
+}
