@@ -8,9 +8,19 @@ import { locals } from './context';
 
 export type { Logger };
 
+/** Longest a log line waits in the buffer before it is written. */
+const LOG_FLUSH_MS = 1_000;
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   const options = { level, base: { service: 'ollama-gateway' }, timestamp: pino.stdTimeFunctions.isoTime };
-  return destination ? pino(options, destination) : pino(options);
+  if (destination) return pino(options, destination);
+  if (level === 'silent') return pino(options);
+  // Buffered: one write per 4 KiB of lines rather than a system call per request (about 0.03 ms of
+  // CPU each here). Flushed every second so a quiet gateway's lines still show at once to a reader,
+  // and synchronously when the process exits (pino's exit hook).
+  const stdout = pino.destination({ dest: 1, minLength: 4096, sync: false });
+  setInterval(() => stdout.flush(), LOG_FLUSH_MS).unref();
+  return pino(options, stdout);
 }
 
 /** One line per request once its reply is finished or cut. */

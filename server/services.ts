@@ -83,4 +83,5 @@ export async function closeServices(services: Services): Promise<void> {
   services.pool.close();
   await Promise.all(services.pool.backends.map((b) => (b instanceof OllamaBackend ? b.close() : undefined)));
   services.store.close();
+  services.logger.flush();
 }
