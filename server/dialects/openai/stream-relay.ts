@@ -45,8 +45,7 @@ export async function relayAsSse(
   });
   // Before the grace period ends a refusal rejects here and is rendered as a real status.
   const first = await Promise.race([opening, grace]).finally(() => clearTimeout(timer));
-  sse.open();
-  for (const chunk of render.start()) sse.data(chunk);
+  sse.open(render.start());
   try {
     const { events } = first === 'late' ? await opening : first;
     for await (const event of events) {
