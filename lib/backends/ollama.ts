@@ -8,6 +8,7 @@
  * and parse instead of one line per token is most of the relay's cost (bench/README.md).
  */
 import { Ollama, type ChatRequest as OllamaChatRequest, type GenerateRequest, type Message, type Options } from 'ollama';
+import type { Readable } from 'node:stream';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
 import { errorMessageFrom, failureBeforeFirstByte, failureMidStream, OllamaResponseError } from './failures';
@@ -88,16 +89,13 @@ export class OllamaBackend implements Backend {
   }
 
   async chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk>> {
-    // Our own controller, so that a consumer that stops reading early also stops Ollama generating:
-    // aborting closes the connection, which is how Ollama learns to stop.
-    const upstream = new AbortController();
-    const callerLeft = () => upstream.abort();
-    if (request.signal.aborted) upstream.abort();
-    else request.signal.addEventListener('abort', callerLeft, { once: true });
-    const detach = () => request.signal.removeEventListener('abort', callerLeft);
-
+    // A streamed answer gets a controller of its own, so that a consumer that stops reading early
+    // also stops Ollama generating (aborting closes the connection, which is how Ollama learns to
+    // stop). A whole answer is read to its end right here: the caller's signal is all it needs.
+    const upstream = request.stream ? follow(request.signal) : null;
     const isChat = request.input.kind === 'messages';
     const body = { ...(isChat ? this.chatBody(request) : this.generateBody(request)), stream: request.stream };
+    let answer: Readable | undefined;
     try {
       // undici's request() rather than ollama-js over fetch: no WHATWG Request, Headers and stream
       // objects per call, which was most of the gateway's own CPU per request (bench/README.md).
@@ -107,23 +105,22 @@ export class OllamaBackend implements Backend {
         method: 'POST',
         headers: JSON_HEADERS,
         body: JSON.stringify(body),
-        signal: upstream.signal,
+        signal: upstream?.controller.signal ?? request.signal,
       });
+      answer = response.body;
       if (response.statusCode < 200 || response.statusCode >= 300) {
         const text = await response.body.text();
         throw new OllamaResponseError(errorMessageFrom(text, response.statusCode), response.statusCode);
       }
-      if (!request.stream) {
-        const answer = await readWholeJson<RawLine>(response.body);
-        detach();
-        return whole(toChunk(answer));
-      }
+      if (!upstream) return whole(toChunk(await readWholeJson<RawLine>(response.body)));
       const lines = ndjsonLines<RawLine>(response.body);
       const first = await lines.next();
-      return relay(first, lines, upstream, detach);
+      return relay(first, lines, upstream.controller, upstream.detach);
     } catch (err) {
-      detach();
-      upstream.abort();
+      // Whatever is left of the answer is not wanted: close it rather than leave the socket held.
+      answer?.destroy();
+      upstream?.detach();
+      upstream?.controller.abort();
       throw failureBeforeFirstByte(err, this.url, request.model);
     }
   }
@@ -188,6 +185,15 @@ export class OllamaBackend implements Backend {
     if (request.think !== undefined) body.think = request.think;
     return body;
   }
+}
+
+/** A controller that is aborted when `parent` is; `detach` stops following it. */
+function follow(parent: AbortSignal): { controller: AbortController; detach: () => void } {
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  if (parent.aborted) controller.abort();
+  else parent.addEventListener('abort', abort, { once: true });
+  return { controller, detach: () => parent.removeEventListener('abort', abort) };
 }
 
 /** A whole answer as the one chunk it is. */
