@@ -25,6 +25,12 @@ export interface RunStats {
   gapP50Ms?: number;
   gapP99Ms?: number;
   gapMaxMs?: number;
+  /**
+   * Streams only: the same gaps once every stream has had its first data, i.e. without the start,
+   * where all the streams' requests arrive at once and their admissions share the CPU with relaying.
+   */
+  steadyGapP99Ms?: number;
+  steadyGapMaxMs?: number;
   chunks?: number;
 }
 
@@ -40,6 +46,9 @@ export async function run(target: Target, connections: number, total: number, st
   const latencies: number[] = [];
   const ttfbs: number[] = [];
   const gaps: number[] = [];
+  /** When each gap ended, and when the last stream got its first data, to tell the start from the rest. */
+  const gapEnds: bigint[] = [];
+  let lastFirstData = 0n;
   let errors = 0;
   let issued = 0;
   let chunks = 0;
@@ -54,8 +63,13 @@ export async function run(target: Target, connections: number, total: number, st
         for await (const chunk of res.body) {
           const now = process.hrtime.bigint();
           if (stream) {
-            if (last === null) ttfbs.push(ms(t0, now));
-            else gaps.push(ms(last, now));
+            if (last === null) {
+              ttfbs.push(ms(t0, now));
+              if (now > lastFirstData) lastFirstData = now;
+            } else {
+              gaps.push(ms(last, now));
+              gapEnds.push(now);
+            }
             chunks++;
           }
           last = now;
@@ -82,6 +96,7 @@ export async function run(target: Target, connections: number, total: number, st
     p99Ms: percentile(latencies, 99),
   };
   if (stream) {
+    const steady = gaps.filter((_, i) => (gapEnds[i] as bigint) > lastFirstData).sort((a, b) => a - b);
     ttfbs.sort((a, b) => a - b);
     gaps.sort((a, b) => a - b);
     Object.assign(stats, {
@@ -89,6 +104,8 @@ export async function run(target: Target, connections: number, total: number, st
       gapP50Ms: percentile(gaps, 50),
       gapP99Ms: percentile(gaps, 99),
       gapMaxMs: gaps[gaps.length - 1] ?? NaN,
+      steadyGapP99Ms: percentile(steady, 99),
+      steadyGapMaxMs: steady[steady.length - 1] ?? NaN,
       chunks,
     });
   }

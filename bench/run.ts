@@ -82,7 +82,10 @@ async function main(): Promise<void> {
     const through = await run({ ...openai(true), url: slowGateway.url }, STREAMS, STREAMS, true);
     many.push({ delayMs, direct, proxy: proxied, gateway: through });
     memory = Math.max(memory, peakMemoryMb(slowGateway.child.pid));
-    console.log(`${STREAMS} streams, ${delayMs} ms apart: gap p99 direct ${direct.gapP99Ms?.toFixed(1)} ms, proxy ${proxied.gapP99Ms?.toFixed(1)} ms, gateway ${through.gapP99Ms?.toFixed(1)} ms`);
+    console.log(
+      `${STREAMS} streams, ${delayMs} ms apart: gap p99 direct ${direct.gapP99Ms?.toFixed(1)} ms, proxy ${proxied.gapP99Ms?.toFixed(1)} ms, gateway ${through.gapP99Ms?.toFixed(1)} ms; ` +
+        `once all running: ${direct.steadyGapP99Ms?.toFixed(1)} / ${proxied.steadyGapP99Ms?.toFixed(1)} / ${through.steadyGapP99Ms?.toFixed(1)} ms`,
+    );
   }
 
   const report = render(rows, many, memory);
@@ -129,6 +132,7 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats }>, m
       `| ${STREAMS} concurrent streams (${STREAM_TOKENS} tokens, ${delayMs} ms apart): gap between data p99 / max, direct | ${f(direct.gapP99Ms, 1)} / ${f(direct.gapMaxMs, 1)} ms | |`,
       `| same through the minimal proxy | ${f(proxy.gapP99Ms, 1)} / ${f(proxy.gapMaxMs, 1)} ms | |`,
       `| same through the gateway | ${f(gateway.gapP99Ms, 1)} / ${f(gateway.gapMaxMs, 1)} ms | ≤ 5 ms over direct |`,
+      `| once all ${STREAMS} are running (after the last first token): p99 / max, direct / proxy / gateway | ${[direct, proxy, gateway].map((r) => `${f(r.steadyGapP99Ms, 1)} / ${f(r.steadyGapMaxMs, 1)}`).join('; ')} ms | |`,
       `| tokens/s relayed, direct / proxy / gateway; errors | ${[direct, proxy, gateway].map((r) => f((r.chunks ?? 0) / r.seconds, 0)).join(' / ')}; ${direct.errors} / ${proxy.errors} / ${gateway.errors} | 0 errors |`,
     ]),
     `| gateway peak memory (VmHWM) | ${f(memoryMb, 0)} MB | < 300 MB |`,
