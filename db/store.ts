@@ -124,7 +124,16 @@ function toModelEntry(row: ModelRow): ModelEntry {
 export interface StoreOptions {
   /** Told when writing settlements failed; they are kept and tried again shortly. */
   onWriteError?: (err: unknown) => void;
+  /**
+   * How long a write waits for another connection's lock before SQLite gives up with SQLITE_BUSY
+   * (default 5 s, for the admin CLI). The wait blocks the event loop, so the server sets it short:
+   * its settlements are kept and retried on a timer anyway.
+   */
+  busyTimeoutMs?: number;
 }
+
+/** The server's lock wait: long enough for the CLI's short transactions, short enough not to stall streams. */
+export const SERVER_BUSY_TIMEOUT_MS = 250;
 
 export class Store {
   private readonly connection: Database.Database;
@@ -143,7 +152,7 @@ export class Store {
     this.connection.pragma('journal_mode = WAL');
     this.connection.pragma('synchronous = NORMAL');
     this.connection.pragma('foreign_keys = ON');
-    this.connection.pragma('busy_timeout = 5000');
+    this.connection.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`);
     migrate(this.connection);
     this.lookups = new LookupCache(this.connection);
     this.stmts = this.prepare();

@@ -2,7 +2,7 @@
  * Entry point: read the configuration, open the store, build the services, listen, and shut down
  * cleanly on SIGTERM / SIGINT (running requests get SHUTDOWN_GRACE_MS to finish; exit 0).
  */
-import { Store } from '../db/store';
+import { SERVER_BUSY_TIMEOUT_MS, Store } from '../db/store';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { listen } from './listen';
@@ -13,7 +13,8 @@ async function main(): Promise<void> {
   const config = loadConfig();
   // The logger comes with the services, which need the store first: report write failures late-bound.
   let reportWriteError = (err: unknown) => console.error('writing settlements failed:', err);
-  const store = new Store(config.GATEWAY_DB, { onWriteError: (err) => reportWriteError(err) });
+  // A long admin transaction must not stall the event loop: writes wait briefly, then retry later.
+  const store = new Store(config.GATEWAY_DB, { onWriteError: (err) => reportWriteError(err), busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS });
   const services = buildServices(config, store);
   const { logger } = services;
   // A locked database is retried; rows refused for good or left at shutdown are in the error's message.

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Store, type UsageRecord } from '../db/store';
+import { SERVER_BUSY_TIMEOUT_MS, Store, type UsageRecord } from '../db/store';
 
 const usage = (requestId: string, costMicro: number): UsageRecord => ({
   requestId,
@@ -71,17 +71,21 @@ describe('grouped settlement commits', () => {
   test('a write the database refuses (locked by another connection) is kept, its hold too, and written once it can be', async () => {
     const failures: unknown[] = [];
     store.close();
-    store = new Store(path.join(dir, 'g.db'), { onWriteError: (err) => failures.push(err) });
-    store.db.pragma('busy_timeout = 20'); // the default waits 5 s, blocking the loop; short for the test
+    // The server's own setting: a lock is waited for briefly, never for the CLI's 5 s.
+    store = new Store(path.join(dir, 'g.db'), { onWriteError: (err) => failures.push(err), busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS });
+    expect(store.db.pragma('busy_timeout', { simple: true })).toBe(SERVER_BUSY_TIMEOUT_MS);
+    expect(observer.db.pragma('busy_timeout', { simple: true })).toBe(5000);
     const key = store.createKey({ name: 'locked', balanceMicro: 1_000_000 });
     observer.db.exec('BEGIN IMMEDIATE'); // e.g. a long admin transaction
     store.settle(store.reserve(key.org.id, 600_000) ?? null, 250_000, usage('locked-1', 250_000));
+    const blockedFrom = Date.now();
     await new Promise((resolve) => setImmediate(resolve));
+    expect(Date.now() - blockedFrom).toBeLessThan(SERVER_BUSY_TIMEOUT_MS + 200); // the event loop waited that long at most
     expect(failures).toHaveLength(1);
     expect(String(failures[0])).toMatch(/locked|busy/i);
     expect(store.reserve(key.org.id, 500_000)).toBeUndefined(); // the hold stays until the charge is written
     observer.db.exec('COMMIT');
-    await new Promise((resolve) => setTimeout(resolve, 400)); // the retry
+    await new Promise((resolve) => setTimeout(resolve, 600)); // the retry
     expect(observer.getOrg(key.org.id)?.balanceMicro).toBe(750_000);
     expect(observer.db.prepare("SELECT COUNT(*) AS n FROM usage WHERE request_id = 'locked-1'").get()).toEqual({ n: 1 });
     expect(store.reserve(key.org.id, 700_000)?.amountMicro).toBe(700_000);
