@@ -1,8 +1,9 @@
 /**
- * Builds the Express app: request id, security headers, the API shapes' routers, JSON 404s and one error handler.
+ * Builds the Express app: the edge middleware (request id, security headers, metrics, access log), the
+ * API shapes' routers, JSON 404s and one error handler.
  */
-import express, { type Express, type Request, type Response } from 'express';
-import { requestId, locals } from './context';
+import express, { type Express, type Request, type RequestHandler, type Response, type Router } from 'express';
+import { locals } from './context';
 import { ainowErrorFormat, ainowRouter, isAinowPath } from './dialects/ainow';
 import { covalidErrorFormat, covalidRouter, COVALID_PATH } from './dialects/covalid';
 import { envelopeErrorFormat, envelopeRouter, isEnvelopePath } from './dialects/envelope';
@@ -10,11 +11,11 @@ import { openaiErrorFormat } from './dialects/openai/errors';
 import { OPENAI_PREFIX, openaiRouter } from './dialects/openai/router';
 import { MODERATIONS_PATH, openaiModerationsRouter } from './dialects/openai-moderations';
 import { plainErrorFormat, type ErrorFormat } from './error-format';
+import { edge } from './edge';
 import { errorHandler, notFound } from './error-handler';
 import { healthRouter } from './health';
 import { accessLog, errorLogger } from './logger';
 import { metricsRouter } from './metrics';
-import { securityHeaders } from './security-headers';
 import type { Services } from './services';
 import type { GatewayError } from '../lib/errors';
 
@@ -37,19 +38,16 @@ export function createApp(services: Services, options: AppOptions = {}): Express
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('trust proxy', false);
-  app.use(requestId);
-  app.use(services.metrics.middleware());
-  app.use(accessLog(services.logger));
-  app.use(securityHeaders);
+  app.use(edge([services.metrics.observeReply, accessLog(services.logger)]));
 
-  app.use(healthRouter(services));
-  app.use(metricsRouter(services.metrics));
+  app.use(servingOnly((key) => key === '/health' || key === '/ready', healthRouter(services)));
+  app.use(servingOnly((key) => key === '/metrics', metricsRouter(services.metrics)));
   // Before the /v1 router, whose catch-all 404 would otherwise answer for /v1/moderations.
-  app.use(openaiModerationsRouter(services));
-  app.use(openaiRouter(services));
-  app.use(ainowRouter(services));
-  app.use(envelopeRouter(services));
-  app.use(covalidRouter(services));
+  app.use(servingOnly((key) => key === MODERATIONS_PATH, openaiModerationsRouter(services)));
+  app.use(servingOnly((key) => key === OPENAI_PREFIX || key.startsWith(`${OPENAI_PREFIX}/`), openaiRouter(services)));
+  app.use(servingOnly(isAinowPath, ainowRouter(services)));
+  app.use(servingOnly(isEnvelopePath, envelopeRouter(services)));
+  app.use(servingOnly((key) => key === COVALID_PATH, covalidRouter(services)));
 
   app.use(notFound);
   app.use(
@@ -60,6 +58,20 @@ export function createApp(services: Services, options: AppOptions = {}): Express
     }),
   );
   return app;
+}
+
+/** A path as Express matches routes against it: in any case, one trailing slash ignored. */
+function routeKey(path: string): string {
+  const lower = path.toLowerCase();
+  return lower.length > 1 && lower.endsWith('/') ? lower.slice(0, -1) : lower;
+}
+
+/**
+ * Enters `router` only for the paths it serves: Express would otherwise walk into every router, and
+ * through each of its layers, for every request.
+ */
+function servingOnly(serves: (key: string) => boolean, router: Router): RequestHandler {
+  return (req, res, next) => (serves(routeKey(req.path)) ? router(req, res, next) : next());
 }
 
 /** Failed API calls are logged as usage too (status and latency), so an operator sees refusals. */

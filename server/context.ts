@@ -3,7 +3,7 @@
  * an abort signal that fires when the client goes away.
  */
 import { randomUUID } from 'node:crypto';
-import type { NextFunction, Request, Response } from 'express';
+import type { Request, Response } from 'express';
 import type { Principal } from '../lib/types';
 
 export interface RequestLocals {
@@ -21,14 +21,13 @@ export function locals(res: Response): RequestLocals {
 /** Incoming ids are kept when they look like ids (no spaces or control characters, bounded length). */
 const WELL_FORMED_ID = /^[A-Za-z0-9._:\-]{8,128}$/;
 
-/** Sets `X-Request-Id` on every reply, keeping a well-formed incoming one. */
-export function requestId(req: Request, res: Response, next: NextFunction): void {
+/** Gives the request its context and sets `X-Request-Id` on its reply, keeping a well-formed incoming id. */
+export function startRequest(req: Request, res: Response): void {
   const incoming = req.headers['x-request-id'];
   const id = typeof incoming === 'string' && WELL_FORMED_ID.test(incoming) ? incoming : `req_${randomUUID().replaceAll('-', '')}`;
   res.locals.requestId = id;
   res.locals.startedAt = Date.now();
   res.setHeader('X-Request-Id', id);
-  next();
 }
 
 /** A signal aborted when the client closes the connection before the reply was fully written. */

@@ -2,9 +2,9 @@
  * Structured JSON logs (pino) with the request id. Never a secret: no headers, no bodies, no query
  * strings (keys may travel there); only method, path, route label, status, timing and who asked.
  */
-import type { NextFunction, Request, Response } from 'express';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { locals } from './context';
+import type { ReplyObserver } from './edge';
 
 export type { Logger };
 
@@ -23,26 +23,23 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
   return pino(options, stdout);
 }
 
-/** One line per request once its reply is finished or cut. */
-export function accessLog(logger: Logger) {
-  return (req: Request, res: Response, next: NextFunction): void => {
-    res.once('close', () => {
-      const ctx = locals(res);
-      const status = res.headersSent ? res.statusCode : 499;
-      const fields: Record<string, unknown> = {
-        reqId: ctx.requestId,
-        method: req.method,
-        path: req.path,
-        status,
-        ms: Date.now() - ctx.startedAt,
-      };
-      if (ctx.route) fields.route = ctx.route;
-      if (ctx.model) fields.model = ctx.model;
-      if (ctx.principal) Object.assign(fields, { keyId: ctx.principal.keyId, orgId: ctx.principal.orgId });
-      if (!res.writableFinished) fields.clientGone = true;
-      logger[status >= 500 ? 'warn' : 'info'](fields, 'request');
-    });
-    next();
+/** One line per request once its reply is finished or cut (an observer of server/edge.ts). */
+export function accessLog(logger: Logger): ReplyObserver {
+  return (req, res) => {
+    const ctx = locals(res);
+    const status = res.headersSent ? res.statusCode : 499;
+    const fields: Record<string, unknown> = {
+      reqId: ctx.requestId,
+      method: req.method,
+      path: req.path,
+      status,
+      ms: Date.now() - ctx.startedAt,
+    };
+    if (ctx.route) fields.route = ctx.route;
+    if (ctx.model) fields.model = ctx.model;
+    if (ctx.principal) Object.assign(fields, { keyId: ctx.principal.keyId, orgId: ctx.principal.orgId });
+    if (!res.writableFinished) fields.clientGone = true;
+    logger[status >= 500 ? 'warn' : 'info'](fields, 'request');
   };
 }
 

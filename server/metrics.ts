@@ -4,11 +4,12 @@
  * Ollama hosts. Labels take only bounded values: route labels, configured host URLs, and model names
  * only for requests that got past authentication and model resolution.
  */
-import { Router, type NextFunction, type Request, type Response } from 'express';
+import { Router, type Request } from 'express';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { BackendPool, HostStateName, PoolObserver } from '../lib/backends/pool';
 import type { UsageRecord } from '../db/store';
 import { locals } from './context';
+import type { ReplyObserver } from './edge';
 
 const HOST_STATES: HostStateName[] = ['up', 'cooling', 'down'];
 
@@ -106,22 +107,16 @@ export class Metrics {
     if (usage.completionTokens) this.tokens.inc({ direction: 'out', model }, usage.completionTokens);
   };
 
-  /** Counts and times every reply once it is finished or cut. */
-  middleware() {
-    return (req: Request, res: Response, next: NextFunction): void => {
-      const started = process.hrtime.bigint();
-      res.once('close', () => {
-        const ctx = locals(res);
-        const route = ctx.route ?? routeLabel(req);
-        const status = String(res.headersSent ? res.statusCode : 499);
-        // A model name the caller made up must not become a label: only admitted requests carry it.
-        const model = ctx.principal && ctx.model && ![400, 403, 404].includes(res.statusCode) ? ctx.model : '';
-        this.requests.inc({ route, status, model });
-        this.duration.observe({ route, status }, Number(process.hrtime.bigint() - started) / 1e9);
-      });
-      next();
-    };
-  }
+  /** Counts and times every reply once it is finished or cut (an observer of server/edge.ts). */
+  readonly observeReply: ReplyObserver = (req, res, startedNs) => {
+    const ctx = locals(res);
+    const route = ctx.route ?? routeLabel(req);
+    const status = String(res.headersSent ? res.statusCode : 499);
+    // A model name the caller made up must not become a label: only admitted requests carry it.
+    const model = ctx.principal && ctx.model && ![400, 403, 404].includes(res.statusCode) ? ctx.model : '';
+    this.requests.inc({ route, status, model });
+    this.duration.observe({ route, status }, Number(process.hrtime.bigint() - startedNs) / 1e9);
+  };
 }
 
 /** Express's matched route pattern (bounded), or one label for everything unmatched. */

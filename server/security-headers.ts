@@ -4,9 +4,7 @@
  * fixed set, built once and set in one call: helmet's chain of thirteen middlewares did the same with
  * headers meant for HTML sites, at about 0.04 ms of CPU per request (bench/README.md).
  */
-import type { NextFunction, Request, Response } from 'express';
-
-const headers = new Map([
+const headers = new Map<string, string>([
   // Nothing here is a document: no source of any kind, and no page may frame a reply.
   ['Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'"],
   ['X-Content-Type-Options', 'nosniff'],
@@ -17,9 +15,5 @@ const headers = new Map([
   ['Cross-Origin-Opener-Policy', 'same-origin'],
 ]);
 
+/** Set on every reply by the edge middleware (server/edge.ts). */
 export const SECURITY_HEADERS: ReadonlyMap<string, string> = headers;
-
-export function securityHeaders(_req: Request, res: Response, next: NextFunction): void {
-  res.setHeaders(headers);
-  next();
-}

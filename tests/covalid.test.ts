@@ -23,6 +23,14 @@ describe('POST /api/chat.php', () => {
     h.double.queue.length = 0;
   });
 
+  test('the path matches as Express matches routes: in any case, with a trailing slash', async () => {
+    for (const path of ['/API/Chat.PHP', '/api/chat.php/']) {
+      const res = await postJson(`${h.url}${path}`, { prompt: 'hi' }, auth);
+      expect([path, res.status, res.body.response]).toEqual([path, 200, 'Echo: hi']);
+    }
+    expect((await fetch(`${h.url}/Health/`)).status).toBe(200);
+  });
+
   test('every reply, refusals included, carries the security headers of a JSON API', async () => {
     const ok = await postJson(chatUrl(), { prompt: 'hi' }, auth);
     const refused = await postJson(chatUrl(), { prompt: 'hi' }, {});

@@ -4,7 +4,7 @@
 import { Writable } from 'node:stream';
 import express from 'express';
 import { startHarness, postJson, type Harness } from './support/harness';
-import { requestId } from '../server/context';
+import { edge } from '../server/edge';
 import { accessLog, createLogger } from '../server/logger';
 import { listen } from '../server/listen';
 
@@ -59,8 +59,7 @@ describe('access log', () => {
       },
     });
     const app = express();
-    app.use(requestId);
-    app.use(accessLog(createLogger('info', sink)));
+    app.use(edge([accessLog(createLogger('info', sink))]));
     app.post('/echo', express.json(), (_req, res) => void res.json({ ok: true }));
     const server = await listen(app, '127.0.0.1', 0);
     try {
