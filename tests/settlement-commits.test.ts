@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { SERVER_BUSY_TIMEOUT_MS, Store, type UsageRecord } from '../db/store';
+import { SERVER_BUSY_TIMEOUT_MS, SERVER_COMMIT_WINDOW_MS, Store, type UsageRecord } from '../db/store';
 
 const usage = (requestId: string, costMicro: number): UsageRecord => ({
   requestId,
@@ -50,6 +50,24 @@ describe('grouped settlement commits', () => {
     expect(commitsSeenByOthers()).toBe(before + 1);
     expect(observer.db.prepare('SELECT COUNT(*) AS n, SUM(cost_micro) AS cost FROM usage').get()).toEqual({ n: 20, cost: 800_000 });
     expect(observer.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 800_000);
+  });
+
+  test("with the server's commit window, settlements of a few milliseconds share one commit; reads still see them at once", async () => {
+    store.close();
+    store = new Store(path.join(dir, 'g.db'), { commitWindowMs: SERVER_COMMIT_WINDOW_MS });
+    const key = store.createKey({ name: 'window', balanceMicro: 10_000_000 });
+    const before = commitsSeenByOthers();
+    for (let i = 0; i < 3; i++) {
+      store.settle(store.reserve(key.org.id, 100_000) ?? null, 40_000, usage(`win-${i}`, 40_000));
+      await new Promise((resolve) => setImmediate(resolve)); // a turn apart, as one connection's requests are
+    }
+    expect(commitsSeenByOthers()).toBe(before); // still inside the window
+    await new Promise((resolve) => setTimeout(resolve, SERVER_COMMIT_WINDOW_MS + 20));
+    expect(commitsSeenByOthers()).toBe(before + 1);
+    expect(observer.db.prepare("SELECT COUNT(*) AS n FROM usage WHERE request_id LIKE 'win-%'").get()).toEqual({ n: 3 });
+
+    store.settle(store.reserve(key.org.id, 100_000) ?? null, 40_000, usage('win-read', 40_000));
+    expect(store.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 4 * 40_000); // a read writes first
   });
 
   test('reads through the store see pending settlements written first', () => {
