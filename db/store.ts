@@ -660,7 +660,10 @@ export class Store {
 
   private insertUsage(usage: UsageRecord): void {
     this.stmts.insertUsage.run({
-      ts: now(),
+      // When the request was admitted, not when it ended: its allotment hold is in the admission's
+      // period, and a new period's counter is seeded from the rows in that period by `ts`. A request
+      // admitted at 23:59:59 and settled after midnight is thus counted in one day, not both.
+      ts: new Date(Date.now() - Math.max(0, usage.latencyMs || 0)).toISOString(),
       requestId: usage.requestId,
       orgId: usage.principal?.orgId ?? null,
       keyId: usage.principal?.keyId ?? null,

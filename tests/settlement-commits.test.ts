@@ -70,6 +70,15 @@ describe('grouped settlement commits', () => {
     expect(store.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 4 * 40_000); // a read writes first
   });
 
+  test('a usage row is dated when its request was admitted, so a request that runs past midnight counts in one day', () => {
+    const key = store.createKey({ name: 'long', balanceMicro: 1_000_000 });
+    store.settle(store.reserve(key.org.id, 100_000) ?? null, 10_000, { ...usage('long-1', 10_000), latencyMs: 90_000 });
+    const { ts } = store.db.prepare("SELECT ts FROM usage WHERE request_id = 'long-1'").get() as { ts: string };
+    const ageMs = Date.now() - Date.parse(ts);
+    expect(ageMs).toBeGreaterThanOrEqual(90_000);
+    expect(ageMs).toBeLessThan(95_000);
+  });
+
   test('reads through the store see pending settlements written first', () => {
     const key = store.createKey({ name: 'reader', balanceMicro: 1_000_000 });
     store.settle(store.reserve(key.org.id, 500_000) ?? null, 200_000, usage('read-1', 200_000));
