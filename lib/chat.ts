@@ -45,12 +45,6 @@ interface Generation {
   /** The tiktoken count of the prompt (see `promptCounter`). */
   promptTokens: () => number;
   startedAt: number;
-  /**
-   * Whether Ollama streams the answer. Only a streaming caller needs it: one that waits for a single
-   * reply gets Ollama's whole answer at once, and if it leaves first it has received nothing, so it
-   * is billed nothing (Ollama is stopped all the same).
-   */
-  stream: boolean;
 }
 
 export class ChatService {
@@ -65,25 +59,20 @@ export class ChatService {
     this.now = options.now ?? Date.now;
   }
 
-  /** Starts a streamed generation; its events are relayed as they come. */
-  open(ctx: CallContext, request: ChatRequest): Promise<ChatExecution> {
-    return this.begin(ctx, request, true);
-  }
-
-  /** Runs a request to the end and gathers the whole answer (for non-streaming routes). */
-  async complete(ctx: CallContext, request: ChatRequest): Promise<{ model: ModelEntry; result: ChatResult }> {
-    const { model, events } = await this.begin(ctx, request, false);
-    return { model, result: await collect(events) };
-  }
-
-  private async begin(ctx: CallContext, request: ChatRequest, stream: boolean): Promise<ChatExecution> {
+  async open(ctx: CallContext, request: ChatRequest): Promise<ChatExecution> {
     const startedAt = this.now();
     const model = await this.resolve(ctx, request.model);
     const promptTokens = promptCounter(request.input, model);
     const outputBound = this.outputBound(request, model);
     const admission = this.metering.admit(ctx, model, { promptTokens: () => reserveEstimate(promptTokens()), completionTokens: outputBound });
-    const generation = { model, request: withOutputBound(request, admission.boundsOutput, outputBound), promptTokens, startedAt, stream };
+    const generation = { model, request: withOutputBound(request, admission.boundsOutput, outputBound), promptTokens, startedAt };
     return { model, events: await this.start(ctx, generation, admission) };
+  }
+
+  /** Runs a request to the end and gathers the whole answer (for non-streaming routes). */
+  async complete(ctx: CallContext, request: ChatRequest): Promise<{ model: ModelEntry; result: ChatResult }> {
+    const { model, events } = await this.open(ctx, request);
+    return { model, result: await collect(events) };
   }
 
   /**
@@ -107,7 +96,7 @@ export class ChatService {
     const results: T[] = [];
     try {
       for (const { request, promptTokens, outputBound } of items) {
-        const generation = { model, request: withOutputBound(request, admission.boundsOutput, outputBound), promptTokens, startedAt: this.now(), stream: false };
+        const generation = { model, request: withOutputBound(request, admission.boundsOutput, outputBound), promptTokens, startedAt: this.now() };
         results.push(read(await collect(await this.start(ctx, generation, tab))));
       }
     } catch (err) {
@@ -139,8 +128,7 @@ export class ChatService {
     try {
       // Waits its turn in the fair queue, then calls Ollama; a failure before the first byte is retried
       // once on another host. On failure the pool has already released the slot.
-      const queueing = { orgId: ctx.principal.orgId, signal: ctx.signal, wholeAnswer: !generation.stream };
-      dispatched = await this.pool.dispatch(model.ollamaModel, queueing, (backend) =>
+      dispatched = await this.pool.dispatch(model.ollamaModel, { orgId: ctx.principal.orgId, signal: ctx.signal }, (backend) =>
         backend.chat({
           model: model.ollamaModel,
           input: request.input,
@@ -148,7 +136,6 @@ export class ChatService {
           ...(request.format !== undefined && { format: request.format }),
           ...(request.tools !== undefined && { tools: request.tools }),
           ...(request.think !== undefined && { think: request.think }),
-          stream: generation.stream,
           signal: ctx.signal,
         }),
       );

@@ -57,11 +57,10 @@ describe('POST /api/chat.php', () => {
     expect(res.body.completion_tokens).toBe(tokenize('Echo: Explain REST APIs in one sentence.').length);
     expect(res.body.total_tokens).toBe(res.body.prompt_tokens + res.body.completion_tokens);
 
-    // What Ollama received: the alias resolved, the prompt on /api/generate, asked for whole (the
-    // caller waits for one reply), no forced options.
+    // What Ollama received: the alias resolved, the prompt on /api/generate, streamed, no forced options.
     const [sent] = h.double.generations();
     expect(sent?.path).toBe('/api/generate');
-    expect(sent?.body).toMatchObject({ model: 'llama3.2', prompt: 'Explain REST APIs in one sentence.', stream: false, options: {} });
+    expect(sent?.body).toMatchObject({ model: 'llama3.2', prompt: 'Explain REST APIs in one sentence.', stream: true, options: {} });
   });
 
   test('defaults to covalid-1.0 and keeps an incoming well-formed request id', async () => {

@@ -90,7 +90,7 @@ describe('POST /v1/moderations', () => {
     expect(sent?.body).toMatchObject({
       model: 'llama-guard3',
       messages: [{ role: 'user', content: 'I love kittens.' }],
-      stream: false, // the verdict is read whole
+      stream: true,
       options: { temperature: 0, num_predict: 64 },
     });
   });

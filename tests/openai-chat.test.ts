@@ -45,8 +45,8 @@ describe('POST /v1/chat/completions (non-streaming)', () => {
 
     const body = sent();
     expect(h.double.generations()[0]?.path).toBe('/api/chat');
-    // Nothing forced: no temperature/top_p defaults, the alias resolved, Ollama's answer asked for whole.
-    expect(body).toMatchObject({ model: 'llama3.2', stream: false, messages: [{ role: 'user', content: 'Hello there' }], options: {} });
+    // Nothing forced: no temperature/top_p defaults, the alias resolved, streamed from Ollama.
+    expect(body).toMatchObject({ model: 'llama3.2', stream: true, messages: [{ role: 'user', content: 'Hello there' }], options: {} });
     expect(body.format).toBeUndefined();
     expect(body.tools).toBeUndefined();
   });

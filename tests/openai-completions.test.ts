@@ -39,7 +39,7 @@ describe('POST /v1/completions', () => {
     expect(res.usage).toEqual({ prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion });
     const sent = h.double.generations()[0];
     expect(sent?.path).toBe('/api/generate');
-    expect(sent?.body).toMatchObject({ model: 'llama3.2', prompt: 'Once upon', suffix: 'The end.', stream: false, options: { num_predict: 50, stop: ['\n'], temperature: 0.1 } });
+    expect(sent?.body).toMatchObject({ model: 'llama3.2', prompt: 'Once upon', suffix: 'The end.', stream: true, options: { num_predict: 50, stop: ['\n'], temperature: 0.1 } });
   });
 
   test('no max_tokens means no num_predict (the model\'s own default stays)', async () => {

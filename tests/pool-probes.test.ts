@@ -39,7 +39,7 @@ describe('cool-down probes', () => {
     await double.close();
     const signal = new AbortController().signal;
     await expect(
-      pool.dispatch('llama3.2', { signal }, (b) => b.chat({ model: 'llama3.2', input: { kind: 'prompt', prompt: 'x' }, options: {}, stream: true, signal })),
+      pool.dispatch('llama3.2', { signal }, (b) => b.chat({ model: 'llama3.2', input: { kind: 'prompt', prompt: 'x' }, options: {}, signal })),
     ).rejects.toMatchObject({ code: 'backend_unavailable' });
     expect(pool.status()[0]?.state).toBe('down');
 

@@ -28,7 +28,7 @@ describe('graceful shutdown', () => {
     const words = Array.from({ length: 20 }, (_, i) => `w${i} `);
     h.double.queue.push({ kind: 'reply', tokens: words });
     const running = chat('long');
-    await until(() => (h.double.generations()[1]?.generated ?? 0) >= 2, 'the answer to be under way');
+    await until(() => (h.double.generations()[1]?.linesSent ?? 0) >= 2, 'the answer to be under way');
 
     const closing = h.server.close(20_000);
     await expect(fetch(`${h.url}/health`)).rejects.toThrow();

@@ -49,24 +49,6 @@ export async function* ndjsonLines<T extends object>(body: AsyncIterable<Uint8Ar
   }
 }
 
-/**
- * A non-streamed answer: one JSON object (the final line alone), read whole up to the same bound and
- * checked the same way, an `{"error"}` included.
- */
-export async function readWholeJson<T extends object>(body: AsyncIterable<Uint8Array>): Promise<T> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const raw of body) {
-    const chunk = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-    size += chunk.length;
-    if (size > MAX_LINE_BYTES) throw new SyntaxError(`Ollama sent an answer longer than ${MAX_LINE_BYTES} bytes.`);
-    chunks.push(chunk);
-  }
-  const answer = parseLine<T>(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
-  if (!answer) throw new SyntaxError('Ollama sent an empty answer.');
-  return answer;
-}
-
 function parseLine<T extends object>(line: Buffer): T | null {
   const text = line.toString('utf8').trim();
   if (text === '') return null;

@@ -2,17 +2,14 @@
  * One Ollama host. Generations go through undici's `request()` on a keep-alive pool (the hot path);
  * the rest (models, version, embeddings) through the official `ollama` client on the same pool.
  *
- * A caller that streams gets Ollama's answer streamed, line by line, so the core relays and bills
- * exactly what went out when a client leaves. A caller that waits for one JSON reply gets Ollama's
- * whole answer in one piece: nothing reaches that client before the end anyway, and one body to read
- * and parse instead of one line per token is most of the relay's cost (bench/README.md).
+ * Every generation is streamed from Ollama, even when the caller wants one JSON answer: Ollama then
+ * reports progress line by line, so the core can bill exactly what was relayed when a client leaves.
  */
 import { Ollama, type ChatRequest as OllamaChatRequest, type GenerateRequest, type Message, type Options } from 'ollama';
-import type { Readable } from 'node:stream';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
 import { errorMessageFrom, failureBeforeFirstByte, failureMidStream, OllamaResponseError } from './failures';
-import { ndjsonLines, readWholeJson } from './ndjson';
+import { ndjsonLines } from './ndjson';
 import type { Backend, BackendChatRequest, BackendChunk, BackendModel, EmbedResult } from './types';
 
 export interface OllamaBackendOptions {
@@ -89,13 +86,18 @@ export class OllamaBackend implements Backend {
   }
 
   async chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk>> {
-    // A streamed answer gets a controller of its own, so that a consumer that stops reading early
-    // also stops Ollama generating (aborting closes the connection, which is how Ollama learns to
-    // stop). A whole answer is read to its end right here: the caller's signal is all it needs.
-    const upstream = request.stream ? follow(request.signal) : null;
+    // Our own controller, so that a consumer that stops reading early also stops Ollama generating:
+    // aborting closes the connection, which is how Ollama learns to stop.
+    const upstream = new AbortController();
+    const callerLeft = () => upstream.abort();
+    if (request.signal.aborted) upstream.abort();
+    else request.signal.addEventListener('abort', callerLeft, { once: true });
+    const detach = () => request.signal.removeEventListener('abort', callerLeft);
+
     const isChat = request.input.kind === 'messages';
-    const body = { ...(isChat ? this.chatBody(request) : this.generateBody(request)), stream: request.stream };
-    let answer: Readable | undefined;
+    const body = isChat ? { ...this.chatBody(request), stream: true } : { ...this.generateBody(request), stream: true };
+    let lines: AsyncGenerator<RawLine>;
+    let first: IteratorResult<RawLine>;
     try {
       // undici's request() rather than ollama-js over fetch: no WHATWG Request, Headers and stream
       // objects per call, which was most of the gateway's own CPU per request (bench/README.md).
@@ -105,24 +107,20 @@ export class OllamaBackend implements Backend {
         method: 'POST',
         headers: JSON_HEADERS,
         body: JSON.stringify(body),
-        signal: upstream?.controller.signal ?? request.signal,
+        signal: upstream.signal,
       });
-      answer = response.body;
       if (response.statusCode < 200 || response.statusCode >= 300) {
         const text = await response.body.text();
         throw new OllamaResponseError(errorMessageFrom(text, response.statusCode), response.statusCode);
       }
-      if (!upstream) return whole(toChunk(await readWholeJson<RawLine>(response.body)));
-      const lines = ndjsonLines<RawLine>(response.body);
-      const first = await lines.next();
-      return relay(first, lines, upstream.controller, upstream.detach);
+      lines = ndjsonLines<RawLine>(response.body);
+      first = await lines.next();
     } catch (err) {
-      // Whatever is left of the answer is not wanted: close it rather than leave the socket held.
-      answer?.destroy();
-      upstream?.detach();
-      upstream?.controller.abort();
+      detach();
+      upstream.abort();
       throw failureBeforeFirstByte(err, this.url, request.model);
     }
+    return relay(first, lines, upstream, detach);
   }
 
   async embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult> {
@@ -185,20 +183,6 @@ export class OllamaBackend implements Backend {
     if (request.think !== undefined) body.think = request.think;
     return body;
   }
-}
-
-/** A controller that is aborted when `parent` is; `detach` stops following it. */
-function follow(parent: AbortSignal): { controller: AbortController; detach: () => void } {
-  const controller = new AbortController();
-  const abort = () => controller.abort();
-  if (parent.aborted) controller.abort();
-  else parent.addEventListener('abort', abort, { once: true });
-  return { controller, detach: () => parent.removeEventListener('abort', abort) };
-}
-
-/** A whole answer as the one chunk it is. */
-async function* whole(chunk: BackendChunk): AsyncGenerator<BackendChunk> {
-  yield chunk;
 }
 
 /** Yields the first line already read, then the rest, turning any failure into a mid-stream error. */

@@ -71,8 +71,6 @@ export interface AcquireOptions {
   signal?: AbortSignal;
   /** Hosts not to use (the one that just failed, for a retry). */
   exclude?: ReadonlySet<Backend>;
-  /** The call returns with the whole answer, so its time is no time to first token (not observed). */
-  wholeAnswer?: boolean;
 }
 
 interface HostState {
@@ -192,7 +190,7 @@ export class BackendPool {
       const lease = await acquire();
       try {
         const result = await call(lease.backend);
-        if (!options.wholeAnswer) this.options.observer.firstByte?.(model, lease.backend.url, (this.options.now() - started) / 1000);
+        this.options.observer.firstByte?.(model, lease.backend.url, (this.options.now() - started) / 1000);
         this.noteSuccess(lease.backend);
         return { lease, result };
       } catch (err) {

@@ -12,11 +12,6 @@ export interface BackendChatRequest {
   format?: ChatRequest['format'];
   tools?: ChatRequest['tools'];
   think?: ChatRequest['think'];
-  /**
-   * False asks Ollama for the whole answer at once, for callers that wait for one reply anyway: no
-   * per-token lines to read and parse. Ollama still stops when the request is aborted.
-   */
-  stream: boolean;
   signal: AbortSignal;
 }
 
@@ -49,10 +44,7 @@ export interface EmbedResult {
 export interface Backend {
   /** The base URL, used as the host's name in health output, logs and metrics. */
   readonly url: string;
-  /**
-   * The answer, streamed or whole (`stream`). The promise settles when Ollama sends its headers: with
-   * its first line, or with the whole answer.
-   */
+  /** Streams the answer. The promise settles when Ollama's first line arrives (that is when it sends headers). */
   chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk>>;
   embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult>;
   listModels(signal?: AbortSignal): Promise<BackendModel[]>;
