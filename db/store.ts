@@ -148,6 +148,12 @@ export const SERVER_BUSY_TIMEOUT_MS = 250;
  */
 export const SERVER_COMMIT_WINDOW_MS = 5;
 
+/** The settings the server runs with (server/main.ts; the tests' harness runs the same). */
+export const SERVER_STORE_OPTIONS: Readonly<StoreOptions> = { busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS, commitWindowMs: SERVER_COMMIT_WINDOW_MS };
+
+/** The lock wait for work done at start (refunding an older version's reservations), before any request runs. */
+const STARTUP_BUSY_TIMEOUT_MS = 5_000;
+
 export class Store {
   private readonly connection: Database.Database;
   private readonly stmts;
@@ -463,7 +469,14 @@ export class Store {
         // with every settled request in it.
         this.flush();
         const seed = check.holder.kind === 'key' ? this.limitStmts.seedKeyAllotment : this.limitStmts.seedOrgAllotment;
-        seed.run({ scope: check.scope, period: check.period, holder: check.holder.id, start: check.periodStart, end: new Date(check.resetAt).toISOString() });
+        try {
+          seed.run({ scope: check.scope, period: check.period, holder: check.holder.id, start: check.periodStart, end: new Date(check.resetAt).toISOString() });
+        } catch (err) {
+          // Another connection holds the write lock past the server's short wait: a moment's refusal
+          // (503, retry shortly), not an internal error.
+          if (isLocked(err)) throw new GatewayError('overloaded', 'The database is busy for a moment; retry shortly.', { retryAfterSeconds: 1, cause: err });
+          throw err;
+        }
         spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent ?? 0;
       }
       spent += this.heldAllotments.get(allotmentKey(check)) ?? 0;
@@ -486,12 +499,13 @@ export class Store {
       reservation: first ? reservation : null,
       chargeMicro: first ? Math.max(0, Math.min(chargeMicro, reservation.amountMicro)) : 0,
       usage,
+      admittedAt: admittedAt(usage),
     });
   }
 
   /** A usage row for a request that moved no money (refused, failed before reserving, free route). */
   recordUsage(usage: UsageRecord): void {
-    this.enqueue({ reservation: null, chargeMicro: 0, usage });
+    this.enqueue({ reservation: null, chargeMicro: 0, usage, admittedAt: admittedAt(usage) });
   }
 
   /** Writes every settlement still waiting for its turn's commit (reads and close call this first). */
@@ -580,12 +594,12 @@ export class Store {
   private writeSettlements(batch: readonly PendingSettlement[]): void {
     // Built once: better-sqlite3 prepares BEGIN/COMMIT statements for every transaction() it makes.
     this.settlementTransaction ??= this.connection.transaction((writes: readonly PendingSettlement[]) => {
-      for (const { reservation, chargeMicro, usage } of writes) {
+      for (const { reservation, chargeMicro, usage, admittedAt: at } of writes) {
         if (reservation && chargeMicro > 0) {
           this.stmts.chargeBalance.run(chargeMicro, reservation.orgId);
           for (const hold of reservation.allotments ?? []) this.limitStmts.addAllotment.run(chargeMicro, hold.scope, hold.period);
         }
-        this.insertUsage(usage);
+        this.insertUsage(usage, at);
       }
     });
     this.settlementTransaction.immediate(batch);
@@ -603,19 +617,32 @@ export class Store {
    * credits at admission; a crash of such a version left them set aside. Run at start-up, before serving.
    */
   refundOrphanReservations(): number {
-    return this.connection
-      .transaction(() => {
-        const rows = this.stmts.orphanReservations.all();
-        const held = new Map(this.limitStmts.reservationAllotments.all().map((r) => [r.id, r.allotments]));
-        for (const row of rows) {
-          this.stmts.addBalance.run(row.amount_micro, row.org_id);
-          const allotments = held.get(row.id);
-          if (allotments) this.releaseAllotments(JSON.parse(allotments) as AllotmentHold[], row.amount_micro);
-          this.stmts.deleteReservation.run(row.id);
-        }
-        return rows.length;
-      })
-      .immediate();
+    // At start, nothing runs yet: wait for a lock as long as the CLI would rather than fail the start.
+    return this.withBusyTimeout(STARTUP_BUSY_TIMEOUT_MS, () =>
+      this.connection
+        .transaction(() => {
+          const rows = this.stmts.orphanReservations.all();
+          const held = new Map(this.limitStmts.reservationAllotments.all().map((r) => [r.id, r.allotments]));
+          for (const row of rows) {
+            this.stmts.addBalance.run(row.amount_micro, row.org_id);
+            const allotments = held.get(row.id);
+            if (allotments) this.releaseAllotments(JSON.parse(allotments) as AllotmentHold[], row.amount_micro);
+            this.stmts.deleteReservation.run(row.id);
+          }
+          return rows.length;
+        })
+        .immediate(),
+    );
+  }
+
+  private withBusyTimeout<T>(ms: number, run: () => T): T {
+    const before = this.connection.pragma('busy_timeout', { simple: true }) as number;
+    this.connection.pragma(`busy_timeout = ${Math.max(before, ms)}`);
+    try {
+      return run();
+    } finally {
+      this.connection.pragma(`busy_timeout = ${before}`);
+    }
   }
 
   /** Gives `amountMicro` back to allotment counters (the unused part of a reservation). */
@@ -658,12 +685,12 @@ export class Store {
     this.connection.prepare(`UPDATE ${table} SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE id = @id`).run({ ...columns, id });
   }
 
-  private insertUsage(usage: UsageRecord): void {
+  private insertUsage(usage: UsageRecord, admittedAtMs: number): void {
     this.stmts.insertUsage.run({
       // When the request was admitted, not when it ended: its allotment hold is in the admission's
       // period, and a new period's counter is seeded from the rows in that period by `ts`. A request
       // admitted at 23:59:59 and settled after midnight is thus counted in one day, not both.
-      ts: new Date(Date.now() - Math.max(0, usage.latencyMs || 0)).toISOString(),
+      ts: new Date(admittedAtMs).toISOString(),
       requestId: usage.requestId,
       orgId: usage.principal?.orgId ?? null,
       keyId: usage.principal?.keyId ?? null,
@@ -686,6 +713,13 @@ interface PendingSettlement {
   reservation: Reservation | null;
   chargeMicro: number;
   usage: UsageRecord;
+  /** When the request was admitted (ms since the epoch): settled now, less its latency. */
+  admittedAt: number;
+}
+
+/** Settled now, less the request's latency: taken when it is settled, not when (later) it is written. */
+function admittedAt(usage: UsageRecord): number {
+  return Date.now() - Math.max(0, usage.latencyMs || 0);
 }
 
 /** Past this many waiting settlements the commit happens at once rather than at the end of the turn. */

@@ -2,7 +2,7 @@
  * Entry point: read the configuration, open the store, build the services, listen, and shut down
  * cleanly on SIGTERM / SIGINT (running requests get SHUTDOWN_GRACE_MS to finish; exit 0).
  */
-import { SERVER_BUSY_TIMEOUT_MS, SERVER_COMMIT_WINDOW_MS, Store } from '../db/store';
+import { SERVER_STORE_OPTIONS, Store } from '../db/store';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { listen } from './listen';
@@ -15,11 +15,7 @@ async function main(): Promise<void> {
   let reportWriteError = (err: unknown) => console.error('writing settlements failed:', err);
   // A long admin transaction must not stall the event loop: writes wait briefly, then retry later.
   // Settlements of a few milliseconds share a commit.
-  const store = new Store(config.GATEWAY_DB, {
-    onWriteError: (err) => reportWriteError(err),
-    busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
-    commitWindowMs: SERVER_COMMIT_WINDOW_MS,
-  });
+  const store = new Store(config.GATEWAY_DB, { ...SERVER_STORE_OPTIONS, onWriteError: (err) => reportWriteError(err) });
   const services = buildServices(config, store);
   const { logger } = services;
   // A locked database is retried; rows refused for good or left at shutdown are in the error's message.

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { SERVER_BUSY_TIMEOUT_MS, SERVER_COMMIT_WINDOW_MS, Store, type UsageRecord } from '../db/store';
+import { SERVER_BUSY_TIMEOUT_MS, Store, type UsageRecord } from '../db/store';
 
 const usage = (requestId: string, costMicro: number): UsageRecord => ({
   requestId,
@@ -52,9 +52,11 @@ describe('grouped settlement commits', () => {
     expect(observer.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 800_000);
   });
 
-  test("with the server's commit window, settlements of a few milliseconds share one commit; reads still see them at once", async () => {
+  test('with a commit window, settlements of several turns share one commit; reads still see them at once', async () => {
     store.close();
-    store = new Store(path.join(dir, 'g.db'), { commitWindowMs: SERVER_COMMIT_WINDOW_MS });
+    // Wider than the server's 5 ms, so a loaded test machine cannot close the window between turns.
+    const windowMs = 200;
+    store = new Store(path.join(dir, 'g.db'), { commitWindowMs: windowMs });
     const key = store.createKey({ name: 'window', balanceMicro: 10_000_000 });
     const before = commitsSeenByOthers();
     for (let i = 0; i < 3; i++) {
@@ -62,7 +64,7 @@ describe('grouped settlement commits', () => {
       await new Promise((resolve) => setImmediate(resolve)); // a turn apart, as one connection's requests are
     }
     expect(commitsSeenByOthers()).toBe(before); // still inside the window
-    await new Promise((resolve) => setTimeout(resolve, SERVER_COMMIT_WINDOW_MS + 20));
+    await new Promise((resolve) => setTimeout(resolve, windowMs + 50));
     expect(commitsSeenByOthers()).toBe(before + 1);
     expect(observer.db.prepare("SELECT COUNT(*) AS n FROM usage WHERE request_id LIKE 'win-%'").get()).toEqual({ n: 3 });
 
@@ -116,6 +118,30 @@ describe('grouped settlement commits', () => {
     expect(observer.getOrg(key.org.id)?.balanceMicro).toBe(750_000);
     expect(observer.db.prepare("SELECT COUNT(*) AS n FROM usage WHERE request_id = 'locked-1'").get()).toEqual({ n: 1 });
     expect(store.reserve(key.org.id, 700_000)?.amountMicro).toBe(700_000);
+  });
+
+  test("a day's first allotment check that finds the database locked is a 503 to retry, not an internal error", () => {
+    store.close();
+    store = new Store(path.join(dir, 'g.db'), { busyTimeoutMs: 20 });
+    const key = store.createKey({ name: 'daily', balanceMicro: 1_000_000 });
+    const today = new Date().toISOString().slice(0, 10);
+    const check = {
+      scope: `org:${key.org.id}`,
+      period: `day:${today}`,
+      holder: { kind: 'org' as const, id: key.org.id },
+      kind: 'daily' as const,
+      limitMicro: 500_000,
+      periodStart: `${today}T00:00:00.000Z`,
+      resetAt: `${today}T23:59:59.999Z`,
+      checkedAt: Date.now(),
+    };
+    observer.db.exec('BEGIN IMMEDIATE'); // e.g. a long admin transaction
+    try {
+      expect(() => store.reserve(key.org.id, 100_000, [check])).toThrow(expect.objectContaining({ code: 'overloaded', retryAfterSeconds: 1 }));
+    } finally {
+      observer.db.exec('COMMIT');
+    }
+    expect(store.reserve(key.org.id, 100_000, [check])?.amountMicro).toBe(100_000); // the counter is seeded now
   });
 
   test('a settlement the database refuses for good is dropped and reported; the rest of its commit is written', async () => {

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Store } from '../../db/store';
+import { SERVER_STORE_OPTIONS, Store } from '../../db/store';
 import { createApp } from '../../server/app';
 import { loadConfig, type Config } from '../../server/config';
 import { listen, type RunningServer } from '../../server/listen';
@@ -47,7 +47,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     LOG_LEVEL: 'silent',
     ...options.env,
   });
-  const store = new Store(config.GATEWAY_DB);
+  const store = new Store(config.GATEWAY_DB, SERVER_STORE_OPTIONS); // as server/main.ts runs it
   store.setModel({ name: 'covalid-1.0', ollamaModel: 'llama3.2' });
   store.setModel({ name: 'covalid-2.0', ollamaModel: 'qwen3:8b' });
   const services = buildServices(config, store, options.now ? { now: options.now } : {});
