@@ -74,6 +74,18 @@ function decode(bytes: Buffer, encoding: string, limit: number): Buffer {
 }
 
 /**
+ * How the body's text is encoded: UTF-8 unless the Content-Type names UTF-16LE. Any other charset is
+ * refused (as `express.json()` refused every charset but UTF-8/16) rather than decoded wrongly.
+ */
+function charsetOf(req: IncomingMessage): BufferEncoding {
+  const match = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(req.headers['content-type'] ?? '');
+  const charset = (match?.[1] ?? 'utf-8').toLowerCase();
+  if (charset === 'utf-8' || charset === 'utf8') return 'utf8';
+  if (charset === 'utf-16le' || charset === 'utf16le') return 'utf16le';
+  throw new GatewayError('invalid_request', `Unsupported charset "${charset}": send the body as UTF-8.`);
+}
+
+/**
  * The parsed body: a JSON object or array (a bare string or number is refused as not JSON, as
  * `express.json()` did), or `{}` for an empty body.
  */
@@ -81,8 +93,8 @@ export async function readJsonBody(req: IncomingMessage, limit: number): Promise
   let bytes = await readBytes(req, limit);
   const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
   if (encoding !== 'identity' && encoding !== '') bytes = decode(bytes, encoding, limit);
-  const text = bytes.toString('utf8').trim();
-  if (text === '') return {};
+  if (bytes.length === 0) return {};
+  const text = bytes.toString(charsetOf(req)).trim();
   if (text[0] !== '{' && text[0] !== '[') throw notJson();
   try {
     return JSON.parse(text) as unknown;

@@ -46,8 +46,18 @@ test('JSON objects and arrays whatever the Content-Type; an empty body reads as 
   expect(await send('')).toEqual({ status: 200, json: { body: {} } });
 });
 
-test('broken JSON and bare values are 400 "not valid JSON"', async () => {
-  for (const text of ['{"a":', '"just a string"', '42', 'null']) {
+test('UTF-16LE when the Content-Type says so; any charset but UTF-8/16LE is refused, not decoded wrongly', async () => {
+  const utf16 = Buffer.from('{"t":"né 🦙"}', 'utf16le');
+  expect(await send(utf16, { 'content-type': 'application/json; charset=UTF-16LE' })).toEqual({ status: 200, json: { body: { t: 'né 🦙' } } });
+  expect(await send('{"t":"x"}', { 'content-type': 'application/json; charset="utf-8"' })).toEqual({ status: 200, json: { body: { t: 'x' } } });
+  expect(await send(Buffer.from('{"t":"né"}', 'latin1'), { 'content-type': 'application/json; charset=latin1' })).toEqual({
+    status: 400,
+    json: { code: 'invalid_request', message: 'Unsupported charset "latin1": send the body as UTF-8.' },
+  });
+});
+
+test('broken JSON, bare values and a body of only whitespace are 400 "not valid JSON"', async () => {
+  for (const text of ['{"a":', '"just a string"', '42', 'null', '  \n ']) {
     expect(await send(text)).toEqual({ status: 400, json: { code: 'invalid_request', message: 'The request body is not valid JSON.' } });
   }
 });
