@@ -85,6 +85,16 @@ describe('several Ollama hosts', () => {
     expect(d1.generations()).toHaveLength(2);
   });
 
+  test('an error in place of the first token fails that request only: no retry elsewhere, no host taken out', async () => {
+    d1.queue.push({ kind: 'error-mid', tokens: [], message: 'error parsing tool call: unexpected end of JSON input' });
+    const res = await chat({ prompt: 'a prompt the model chokes on' });
+    expect(res.status).toBe(502);
+    expect(res.body.error).toMatch(/error parsing tool call/);
+    expect([d1.generations().length, d2.generations().length]).toEqual([1, 0]);
+    expect((await health(h)).backends.map((b) => b.state)).toEqual(['up', 'up']);
+    expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+  });
+
   test('503 busy on host 1 is retried on host 2 without taking host 1 out', async () => {
     d1.queue.push({ kind: 'error-before', status: 503, message: 'server busy, please try again.  maximum pending requests exceeded' });
     const res = await chat({ prompt: 'busy' });

@@ -13,6 +13,7 @@
  */
 import { GatewayError } from '../errors';
 import { FairScheduler, type Assignment } from '../scheduler';
+import { OllamaStreamError } from './ndjson';
 import type { Backend, BackendModel } from './types';
 
 export interface Lease {
@@ -423,12 +424,22 @@ function unwrap(wrapped: unknown): { failure: unknown; backend: Backend | undefi
 
 /** Failures before the first byte that another host may not have. */
 function isRetryable(err: unknown): boolean {
-  if (!(err instanceof GatewayError)) return false;
+  if (!(err instanceof GatewayError) || failedThisRequest(err)) return false;
   return err.code === 'backend_unavailable' || err.code === 'backend_error' || err.code === 'overloaded' || err.code === 'model_not_found';
 }
 
 /** A 5xx answer, or an answer that was not Ollama's at all (e.g. a proxy's HTML page). */
 function serverSide(err: GatewayError): boolean {
+  if (failedThisRequest(err)) return false;
   const status = (err.cause as { status_code?: unknown } | undefined)?.status_code;
   return typeof status !== 'number' || status >= 500;
+}
+
+/**
+ * Ollama accepted the request (200) and then reported an error in place of the first token, e.g. a
+ * tool call it could not parse: this request failed, not the host. Another host would fail it the
+ * same way, and taking hosts out for it would let one bad prompt take them all out.
+ */
+function failedThisRequest(err: GatewayError): boolean {
+  return err.cause instanceof OllamaStreamError;
 }
