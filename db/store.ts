@@ -172,7 +172,8 @@ export class Store {
     this.connection.pragma('synchronous = NORMAL');
     this.connection.pragma('foreign_keys = ON');
     this.connection.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`);
-    migrate(this.connection);
+    // Migrations run at start, before any request: they wait for a lock as the CLI would.
+    this.withBusyTimeout(STARTUP_BUSY_TIMEOUT_MS, () => migrate(this.connection));
     this.lookups = new LookupCache(this.connection);
     this.stmts = this.prepare();
     this.limitStmts = this.prepareLimits();
@@ -440,7 +441,9 @@ export class Store {
       const reservation = this.hold(orgId, amountMicro, allotments);
       if (reservation) return reservation;
     } catch (err) {
-      if (!(err instanceof GatewayError)) throw err;
+      // Only a spent allotment may be an artefact of the grouped commit; anything else (a busy
+      // database) is the answer as it is, not a reason to wait on the lock again.
+      if (!(err instanceof GatewayError) || err.code !== 'quota_exceeded') throw err;
     }
     this.flush();
     return this.hold(orgId, amountMicro, allotments);
@@ -466,8 +469,8 @@ export class Store {
       let spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent;
       if (spent === undefined) {
         // First request of the period: seed the counter from the usage log (a scan, so only once),
-        // with every settled request in it.
-        this.flush();
+        // with every settled request in it (unless a locked database is being retried: no second wait).
+        this.flushForRead();
         const seed = check.holder.kind === 'key' ? this.limitStmts.seedKeyAllotment : this.limitStmts.seedOrgAllotment;
         try {
           seed.run({ scope: check.scope, period: check.period, holder: check.holder.id, start: check.periodStart, end: new Date(check.resetAt).toISOString() });

@@ -72,13 +72,20 @@ describe('grouped settlement commits', () => {
     expect(store.getOrg(key.org.id)?.balanceMicro).toBe(10_000_000 - 4 * 40_000); // a read writes first
   });
 
-  test('a usage row is dated when its request was admitted, so a request that runs past midnight counts in one day', () => {
+  test('a usage row is dated when its request was admitted, even when the row is written later', async () => {
+    store.close();
+    store = new Store(path.join(dir, 'g.db'), { busyTimeoutMs: 20 });
     const key = store.createKey({ name: 'long', balanceMicro: 1_000_000 });
+    observer.db.exec('BEGIN IMMEDIATE'); // the write waits for the lock, then for the retry
+    const settledAt = Date.now();
     store.settle(store.reserve(key.org.id, 100_000) ?? null, 10_000, { ...usage('long-1', 10_000), latencyMs: 90_000 });
-    const { ts } = store.db.prepare("SELECT ts FROM usage WHERE request_id = 'long-1'").get() as { ts: string };
-    const ageMs = Date.now() - Date.parse(ts);
-    expect(ageMs).toBeGreaterThanOrEqual(90_000);
-    expect(ageMs).toBeLessThan(95_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    observer.db.exec('COMMIT');
+    await new Promise((resolve) => setTimeout(resolve, 400)); // the retry writes it
+    const { ts } = observer.db.prepare("SELECT ts FROM usage WHERE request_id = 'long-1'").get() as { ts: string };
+    // Admitted 90 s before it was settled; the 300+ ms it then waited to be written do not move it.
+    expect(Date.parse(ts)).toBeGreaterThanOrEqual(settledAt - 90_000 - 5);
+    expect(Date.parse(ts)).toBeLessThanOrEqual(settledAt - 90_000 + 50);
   });
 
   test('reads through the store see pending settlements written first', () => {
@@ -120,9 +127,10 @@ describe('grouped settlement commits', () => {
     expect(store.reserve(key.org.id, 700_000)?.amountMicro).toBe(700_000);
   });
 
-  test("a day's first allotment check that finds the database locked is a 503 to retry, not an internal error", () => {
+  test("a day's first allotment check that finds the database locked is a 503 to retry, waiting on the lock no more than twice", () => {
     store.close();
-    store = new Store(path.join(dir, 'g.db'), { busyTimeoutMs: 20 });
+    const waitMs = 200;
+    store = new Store(path.join(dir, 'g.db'), { busyTimeoutMs: waitMs });
     const key = store.createKey({ name: 'daily', balanceMicro: 1_000_000 });
     const today = new Date().toISOString().slice(0, 10);
     const check = {
@@ -135,9 +143,13 @@ describe('grouped settlement commits', () => {
       resetAt: `${today}T23:59:59.999Z`,
       checkedAt: Date.now(),
     };
+    store.settle(store.reserve(key.org.id, 10_000) ?? null, 10_000, usage('waiting-1', 10_000)); // a settlement waits for its commit
     observer.db.exec('BEGIN IMMEDIATE'); // e.g. a long admin transaction
+    const started = Date.now();
     try {
       expect(() => store.reserve(key.org.id, 100_000, [check])).toThrow(expect.objectContaining({ code: 'overloaded', retryAfterSeconds: 1 }));
+      // The waiting settlement's write, then the seed: two waits. (Retrying both on the refusal made five.)
+      expect(Date.now() - started).toBeLessThan(3.5 * waitMs);
     } finally {
       observer.db.exec('COMMIT');
     }
