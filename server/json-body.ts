@@ -74,15 +74,34 @@ function decode(bytes: Buffer, encoding: string, limit: number): Buffer {
 }
 
 /**
- * How the body's text is encoded: UTF-8 unless the Content-Type names UTF-16LE. Any other charset is
- * refused (as `express.json()` refused every charset but UTF-8/16) rather than decoded wrongly.
+ * The body's text, decoded as its Content-Type's charset says: UTF-8 by default; ASCII and Latin-1
+ * (Java's HTTP clients send `charset=ISO-8859-1`); UTF-16 in either byte order. Another charset is
+ * refused rather than decoded wrongly.
  */
-function charsetOf(req: IncomingMessage): BufferEncoding {
+function decodeText(req: IncomingMessage, bytes: Buffer): string {
   const match = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(req.headers['content-type'] ?? '');
   const charset = (match?.[1] ?? 'utf-8').toLowerCase();
-  if (charset === 'utf-8' || charset === 'utf8') return 'utf8';
-  if (charset === 'utf-16le' || charset === 'utf16le') return 'utf16le';
-  throw new GatewayError('invalid_request', `Unsupported charset "${charset}": send the body as UTF-8.`);
+  switch (charset) {
+    case 'utf-8':
+    case 'utf8':
+    case 'us-ascii':
+    case 'ascii':
+      return bytes.toString('utf8');
+    case 'iso-8859-1':
+    case 'latin1':
+    case 'latin-1':
+      return bytes.toString('latin1');
+    case 'utf-16le':
+      return bytes.toString('utf16le');
+    case 'utf-16be':
+    case 'utf-16':
+      // Without a byte-order mark UTF-16 is big-endian; with one, the mark says.
+      if (charset === 'utf-16' && bytes[0] === 0xff && bytes[1] === 0xfe) return bytes.toString('utf16le');
+      if (bytes.length % 2 !== 0) throw notJson();
+      return Buffer.from(bytes).swap16().toString('utf16le');
+    default:
+      throw new GatewayError('invalid_request', `Unsupported charset "${charset}": send the body as UTF-8.`);
+  }
 }
 
 /**
@@ -94,7 +113,7 @@ export async function readJsonBody(req: IncomingMessage, limit: number): Promise
   const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
   if (encoding !== 'identity' && encoding !== '') bytes = decode(bytes, encoding, limit);
   if (bytes.length === 0) return {};
-  const text = bytes.toString(charsetOf(req)).trim();
+  const text = decodeText(req, bytes).trim();
   if (text[0] !== '{' && text[0] !== '[') throw notJson();
   try {
     return JSON.parse(text) as unknown;

@@ -46,13 +46,22 @@ test('JSON objects and arrays whatever the Content-Type; an empty body reads as 
   expect(await send('')).toEqual({ status: 200, json: { body: {} } });
 });
 
-test('UTF-16LE when the Content-Type says so; any charset but UTF-8/16LE is refused, not decoded wrongly', async () => {
-  const utf16 = Buffer.from('{"t":"né 🦙"}', 'utf16le');
-  expect(await send(utf16, { 'content-type': 'application/json; charset=UTF-16LE' })).toEqual({ status: 200, json: { body: { t: 'né 🦙' } } });
-  expect(await send('{"t":"x"}', { 'content-type': 'application/json; charset="utf-8"' })).toEqual({ status: 200, json: { body: { t: 'x' } } });
-  expect(await send(Buffer.from('{"t":"né"}', 'latin1'), { 'content-type': 'application/json; charset=latin1' })).toEqual({
+test('the charset of the Content-Type decides the decoding; one it cannot decode is refused, not guessed', async () => {
+  const text = '{"t":"né 🦙"}';
+  const ok = { status: 200, json: { body: { t: 'né 🦙' } } };
+  expect(await send(Buffer.from(text, 'utf16le'), { 'content-type': 'application/json; charset=UTF-16LE' })).toEqual(ok);
+  expect(await send(Buffer.from(text, 'utf16le').swap16(), { 'content-type': 'application/json; charset=utf-16be' })).toEqual(ok);
+  expect(await send(Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]), { 'content-type': 'application/json; charset=utf-16' })).toEqual({
+    status: 200,
+    json: { body: { t: 'né 🦙' } },
+  });
+  expect(await send(text, { 'content-type': 'application/json; charset="utf-8"' })).toEqual(ok);
+  // Java clients' default: Latin-1, decoded as Latin-1 (not as UTF-8, which would garble "é").
+  expect(await send(Buffer.from('{"t":"né"}', 'latin1'), { 'content-type': 'text/plain; charset=ISO-8859-1' })).toEqual({ status: 200, json: { body: { t: 'né' } } });
+  expect(await send('{"t":"plain"}', { 'content-type': 'application/json; charset=us-ascii' })).toEqual({ status: 200, json: { body: { t: 'plain' } } });
+  expect(await send('{"t":"x"}', { 'content-type': 'application/json; charset=koi8-r' })).toEqual({
     status: 400,
-    json: { code: 'invalid_request', message: 'Unsupported charset "latin1": send the body as UTF-8.' },
+    json: { code: 'invalid_request', message: 'Unsupported charset "koi8-r": send the body as UTF-8.' },
   });
 });
 
