@@ -64,8 +64,9 @@ export function failureBeforeFirstByte(err: unknown, backendUrl: string, model: 
     if (status === 400) return new GatewayError('invalid_request', `Ollama rejected the request: ${message}`, { cause: err });
     return new GatewayError('backend_error', `Ollama answered ${status}: ${message}`, { cause: err });
   }
-  // It answered, but with an `{"error"}` in place of an answer, or with something that is not JSON
-  // (a proxy's page): a broken host, not an unreachable one.
+  // It answered, but with an `{"error"}` line in place of the first token (this request failed: the pool
+  // neither retries it nor cools the host, see pool.ts), or with something that is not JSON (a proxy's
+  // page: a broken host, not an unreachable one).
   if (err instanceof OllamaStreamError) return new GatewayError('backend_error', `Ollama failed: ${err.message}`, { cause: err });
   if (err instanceof SyntaxError) return new GatewayError('backend_error', `Ollama answered something that is not JSON: ${err.message}`, { cause: err });
   return new GatewayError('backend_unavailable', `Ollama at ${backendUrl} is unreachable: ${describe(err)}`, { cause: err });
