@@ -33,8 +33,11 @@ export interface ChatServiceOptions {
 
 export interface ChatExecution {
   model: ModelEntry;
-  /** Deltas, then exactly one `done`. Throws a GatewayError if Ollama fails mid-answer. */
-  events: AsyncGenerator<ChatEvent, void, undefined>;
+  /**
+   * Deltas, then exactly one `done`, in batches: one per read from Ollama, so a route writes what
+   * arrived together in one write. Throws a GatewayError if Ollama fails mid-answer.
+   */
+  events: AsyncGenerator<ChatEvent[], void, undefined>;
 }
 
 /** One generation, admitted and ready to send to Ollama. */
@@ -122,9 +125,9 @@ export class ChatService {
   }
 
   /** Calls Ollama for an admitted generation and returns the relay of its answer; a failure is settled on `tab`. */
-  private async start(ctx: CallContext, generation: Generation, tab: Tab): Promise<AsyncGenerator<ChatEvent, void, undefined>> {
+  private async start(ctx: CallContext, generation: Generation, tab: Tab): Promise<AsyncGenerator<ChatEvent[], void, undefined>> {
     const { model, request } = generation;
-    let dispatched: { lease: Lease; result: AsyncIterable<BackendChunk> };
+    let dispatched: { lease: Lease; result: AsyncIterable<BackendChunk[]> };
     try {
       // Waits its turn in the fair queue, then calls Ollama; a failure before the first byte is retried
       // once on another host. On failure the pool has already released the slot.
@@ -156,10 +159,10 @@ function relay(
   ctx: CallContext,
   generation: Generation,
   lease: Lease,
-  chunks: AsyncIterable<BackendChunk>,
+  batches: AsyncIterable<BackendChunk[]>,
   tab: Tab,
   now: () => number,
-): AsyncGenerator<ChatEvent, void, undefined> {
+): AsyncGenerator<ChatEvent[], void, undefined> {
   const encoding = generation.model.tokenizer ?? undefined;
   let relayedText = '';
   let ended = false;
@@ -189,38 +192,43 @@ function relay(
   if (ctx.signal.aborted) leave();
   else ctx.signal.addEventListener('abort', leave, { once: true });
 
-  async function* events(): AsyncGenerator<ChatEvent, void, undefined> {
+  async function* events(): AsyncGenerator<ChatEvent[], void, undefined> {
     let firstTokenAt: number | null = null;
     try {
-      for await (const chunk of chunks) {
+      for await (const batch of batches) {
         // Ended by the client leaving: relay nothing more (it was billed up to here).
         if (failure) throw failure;
-        if (chunk.content || chunk.thinking || chunk.toolCalls.length) {
-          firstTokenAt ??= now();
-          relayedText += chunk.content + chunk.thinking;
-          const delta: ChatEvent = { type: 'delta', content: chunk.content };
-          if (chunk.thinking) delta.thinking = chunk.thinking;
-          if (chunk.toolCalls.length) delta.toolCalls = chunk.toolCalls;
-          yield delta;
+        const out: ChatEvent[] = [];
+        for (const chunk of batch) {
+          if (chunk.content || chunk.thinking || chunk.toolCalls.length) {
+            firstTokenAt ??= now();
+            relayedText += chunk.content + chunk.thinking;
+            const delta: ChatEvent = { type: 'delta', content: chunk.content };
+            if (chunk.thinking) delta.thinking = chunk.thinking;
+            if (chunk.toolCalls.length) delta.toolCalls = chunk.toolCalls;
+            out.push(delta);
+          }
+          if (chunk.done) {
+            // Ollama omits zero counts; tiktoken fills in what it left out.
+            const usage: Usage = {
+              promptTokens: chunk.promptEvalCount ?? generation.promptTokens(),
+              completionTokens: chunk.evalCount ?? countTokens(relayedText, encoding),
+            };
+            end();
+            const cost = tab.done(usage);
+            const finished = now();
+            out.push({
+              type: 'done',
+              finishReason: finishReasonOf(chunk.doneReason),
+              usage,
+              cost,
+              timings: { timeToFirstTokenMs: (firstTokenAt ?? finished) - generation.startedAt, totalMs: finished - generation.startedAt },
+            });
+            yield out;
+            return;
+          }
         }
-        if (chunk.done) {
-          // Ollama omits zero counts; tiktoken fills in what it left out.
-          const usage: Usage = {
-            promptTokens: chunk.promptEvalCount ?? generation.promptTokens(),
-            completionTokens: chunk.evalCount ?? countTokens(relayedText, encoding),
-          };
-          end();
-          const cost = tab.done(usage);
-          const finished = now();
-          yield {
-            type: 'done',
-            finishReason: finishReasonOf(chunk.doneReason),
-            usage,
-            cost,
-            timings: { timeToFirstTokenMs: (firstTokenAt ?? finished) - generation.startedAt, totalMs: finished - generation.startedAt },
-          };
-          return;
-        }
+        if (out.length > 0) yield out;
       }
       throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
     } catch (err) {
@@ -234,18 +242,20 @@ function relay(
 }
 
 /** Gathers a whole answer from its events. */
-async function collect(events: AsyncGenerator<ChatEvent, void, undefined>): Promise<ChatResult> {
+async function collect(events: AsyncGenerator<ChatEvent[], void, undefined>): Promise<ChatResult> {
   let content = '';
   let thinking = '';
   const toolCalls: ToolCall[] = [];
-  for await (const event of events) {
-    if (event.type === 'delta') {
-      content += event.content;
-      thinking += event.thinking ?? '';
-      if (event.toolCalls) toolCalls.push(...event.toolCalls);
-    } else {
-      const finishReason: FinishReason = toolCalls.length && event.finishReason === 'stop' ? 'tool_calls' : event.finishReason;
-      return { content, thinking, toolCalls, finishReason, usage: event.usage, cost: event.cost, timings: event.timings };
+  for await (const batch of events) {
+    for (const event of batch) {
+      if (event.type === 'delta') {
+        content += event.content;
+        thinking += event.thinking ?? '';
+        if (event.toolCalls) toolCalls.push(...event.toolCalls);
+      } else {
+        const finishReason: FinishReason = toolCalls.length && event.finishReason === 'stop' ? 'tool_calls' : event.finishReason;
+        return { content, thinking, toolCalls, finishReason, usage: event.usage, cost: event.cost, timings: event.timings };
+      }
     }
   }
   throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');

@@ -26,16 +26,14 @@ export class SseWriter {
   ) {}
 
   /**
-   * Sends the status and headers at once, with `first` events when there are any (one packet rather
-   * than two); from here on failures can only be written into the stream.
+   * Sets the status and headers. They go out with the first write, in one packet with the first
+   * events; `flush()` sends them at once. From here on failures can only be written into the stream.
    */
-  open(first: readonly unknown[] = []): void {
+  open(): void {
     this.res.status(200);
     this.res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
     this.res.setHeader('Cache-Control', 'no-cache, no-transform');
     this.res.setHeader('X-Accel-Buffering', 'no');
-    if (first.length === 0) this.res.flushHeaders();
-    for (const event of first) this.data(event);
     this.lastWriteAt = Date.now();
     if (this.keepAliveMs > 0) {
       // Checked at a finer grain than the interval so a comment goes out about `keepAliveMs` after the last write.
@@ -47,15 +45,35 @@ export class SseWriter {
     }
   }
 
-  /** One event: `data: <json>` and a blank line. No `event:` lines (openai-node v4 mishandles them). */
+  /** Sends the headers now, before there is anything to say (a model still loading). */
+  flush(): void {
+    if (!this.res.headersSent) this.res.flushHeaders();
+  }
+
+  /**
+   * Events as one write (`data: <json>` and a blank line each; no `event:` lines, which openai-node v4
+   * mishandles). With `last`, `data: [DONE]` and the end of the response go in the same write.
+   */
+  send(values: readonly unknown[], last = false): void {
+    let text = '';
+    for (const value of values) text += `data: ${value instanceof JsonText ? value.text : JSON.stringify(value)}\n\n`;
+    if (!last) {
+      if (text !== '') this.write(text);
+      return;
+    }
+    this.stop();
+    if (this.res.writableEnded || this.res.destroyed) return;
+    this.res.end(`${text}data: [DONE]\n\n`);
+  }
+
+  /** One event. */
   data(value: unknown): void {
-    this.write(`data: ${value instanceof JsonText ? value.text : JSON.stringify(value)}\n\n`);
+    this.send([value]);
   }
 
   /** `data: [DONE]`, then the end of the response. */
   done(): void {
-    this.write('data: [DONE]\n\n');
-    this.end();
+    this.send([], true);
   }
 
   end(): void {

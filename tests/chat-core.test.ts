@@ -89,7 +89,8 @@ describe('ChatService', () => {
       const { events } = await h.services.chat.open(ctx, request('priced', 200));
       const first = await events.next();
       const second = await events.next();
-      expect([first.value, second.value]).toMatchObject([{ type: 'delta' }, { type: 'delta' }]);
+      // 30 ms between tokens: each read from Ollama is a batch of one.
+      expect([first.value, second.value]).toMatchObject([[{ type: 'delta', content: ' word0' }], [{ type: 'delta', content: ' word1' }]]);
 
       controller.abort(); // the generator is suspended at its second yield
 

@@ -89,6 +89,19 @@ describe('POST /v1/chat/completions (streaming)', () => {
     expect(chunks[chunks.length - 1]?.choices[0].finish_reason).toBe('stop');
   });
 
+  test('complete answers leave the connection to Ollama open for the next request', async () => {
+    const ask = (stream: boolean) => postJson(url(), { model: 'covalid-1.0', messages: [{ role: 'user', content: 'again' }], stream }, bearer());
+    expect((await ask(true)).status).toBe(200); // warm: the pool holds a connection now
+    const opened = h.double.connectionsOpened;
+    for (const stream of [true, false, true, false]) {
+      const res = await ask(stream);
+      expect(res.status).toBe(200);
+      expect(stream ? res.text.endsWith('data: [DONE]\n\n') : JSON.parse(res.text).choices[0].finish_reason === 'stop').toBe(true);
+    }
+    expect(h.double.connectionsOpened).toBe(opened);
+    expect(h.double.generations().slice(-4).every((g) => g.completed && !g.aborted)).toBe(true);
+  });
+
   test('the SDK streams the same text (multibyte split across reads) and reads the usage', async () => {
     h.double.queue.push({ kind: 'reply', tokens: ['日本', '語の', 'テキスト', ' 🎉🎉', ' déjà'] });
     const stream = await client.chat.completions.create({

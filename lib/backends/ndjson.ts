@@ -19,37 +19,49 @@ const NEWLINE = 0x0a;
 export const MAX_LINE_BYTES = 16 * 1024 * 1024;
 
 /**
- * Parsed lines from raw body chunks. Lines are cut on the newline byte and decoded whole, so a
- * character split across two reads is never decoded in halves. Blank lines are skipped.
+ * Cuts raw body chunks into parsed lines, pushed as each read arrives (no stream or async layer per
+ * line: a read usually holds several of Ollama's lines, and the answer's consumer takes them as one
+ * batch). Lines are cut on the newline byte and decoded whole, so a character split across two reads
+ * is never decoded in halves. Blank lines are skipped.
  */
-export async function* ndjsonLines<T extends object>(body: AsyncIterable<Uint8Array>): AsyncGenerator<T> {
-  let pending: Buffer | null = null;
-  for await (const raw of body) {
-    const chunk = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+export class NdjsonSplitter {
+  private pending: Buffer | null = null;
+
+  /**
+   * Appends to `out` every line `chunk` completes. Throws on a line that is not a JSON object or is
+   * an `{"error"}` line; the lines before it are in `out` by then, so they can still be delivered first.
+   */
+  push(chunk: Buffer, out: object[]): void {
     let start = 0;
     let newline = chunk.indexOf(NEWLINE);
     while (newline !== -1) {
       const piece = chunk.subarray(start, newline);
-      const line: Buffer = pending ? Buffer.concat([pending, piece]) : piece;
-      pending = null;
-      const parsed = parseLine<T>(line);
-      if (parsed) yield parsed;
+      const line: Buffer = this.pending ? Buffer.concat([this.pending, piece]) : piece;
+      this.pending = null;
+      const parsed = parseLine(line);
+      if (parsed) out.push(parsed);
       start = newline + 1;
       newline = chunk.indexOf(NEWLINE, start);
     }
     if (start < chunk.length) {
       const rest = chunk.subarray(start);
-      pending = pending ? Buffer.concat([pending, rest]) : rest;
-      if (pending.length > MAX_LINE_BYTES) throw new SyntaxError(`Ollama sent a line longer than ${MAX_LINE_BYTES} bytes without a newline.`);
+      // The read's buffer may be reused by the socket: keep a copy of the unfinished line, not a view.
+      this.pending = this.pending ? Buffer.concat([this.pending, rest]) : Buffer.from(rest);
+      if (this.pending.length > MAX_LINE_BYTES) throw new SyntaxError(`Ollama sent a line longer than ${MAX_LINE_BYTES} bytes without a newline.`);
     }
   }
-  if (pending) {
-    const parsed = parseLine<T>(pending);
-    if (parsed) yield parsed;
+
+  /** The body ended: appends its last line if it had no newline. */
+  end(out: object[]): void {
+    const rest = this.pending;
+    this.pending = null;
+    if (!rest) return;
+    const parsed = parseLine(rest);
+    if (parsed) out.push(parsed);
   }
 }
 
-function parseLine<T extends object>(line: Buffer): T | null {
+function parseLine(line: Buffer): object | null {
   const text = line.toString('utf8').trim();
   if (text === '') return null;
   const value: unknown = JSON.parse(text); // a SyntaxError here is "Ollama sent garbage"
@@ -58,5 +70,5 @@ function parseLine<T extends object>(line: Buffer): T | null {
   }
   const error = (value as { error?: unknown }).error;
   if (error !== undefined) throw new OllamaStreamError(typeof error === 'string' ? error : JSON.stringify(error));
-  return value as T;
+  return value;
 }

@@ -1,6 +1,7 @@
 /**
- * One Ollama host. Generations go through undici's `request()` on a keep-alive pool (the hot path);
- * the rest (models, version, embeddings) through the official `ollama` client on the same pool.
+ * One Ollama host. Generations go through undici's `dispatch()` on a keep-alive pool (the hot path,
+ * answer-stream.ts); the rest (models, version, embeddings) through the official `ollama` client on
+ * the same pool.
  *
  * Every generation is streamed from Ollama, even when the caller wants one JSON answer: Ollama then
  * reports progress line by line, so the core can bill exactly what was relayed when a client leaves.
@@ -8,8 +9,8 @@
 import { Ollama, type ChatRequest as OllamaChatRequest, type GenerateRequest, type Message, type Options } from 'ollama';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
-import { errorMessageFrom, failureBeforeFirstByte, failureMidStream, OllamaResponseError } from './failures';
-import { ndjsonLines } from './ndjson';
+import { AnswerStream } from './answer-stream';
+import { failureBeforeFirstByte, failureMidStream } from './failures';
 import type { Backend, BackendChatRequest, BackendChunk, BackendModel, EmbedResult } from './types';
 
 export interface OllamaBackendOptions {
@@ -85,42 +86,34 @@ export class OllamaBackend implements Backend {
     return new Ollama({ host: this.url, fetch: fetchWithSignal });
   }
 
-  async chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk>> {
-    // Our own controller, so that a consumer that stops reading early also stops Ollama generating:
-    // aborting closes the connection, which is how Ollama learns to stop.
-    const upstream = new AbortController();
-    const callerLeft = () => upstream.abort();
-    if (request.signal.aborted) upstream.abort();
-    else request.signal.addEventListener('abort', callerLeft, { once: true });
-    const detach = () => request.signal.removeEventListener('abort', callerLeft);
-
+  async chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk[]>> {
     const isChat = request.input.kind === 'messages';
     const body = isChat ? { ...this.chatBody(request), stream: true } : { ...this.generateBody(request), stream: true };
-    let lines: AsyncGenerator<RawLine>;
-    let first: IteratorResult<RawLine>;
-    try {
-      // undici's request() rather than ollama-js over fetch: no WHATWG Request, Headers and stream
-      // objects per call, which was most of the gateway's own CPU per request (bench/README.md).
-      const response = await this.agent.request({
+    // undici's dispatch() with our own handler: no Readable, async iterator or AbortController per
+    // call, and no async step per line (answer-stream.ts says why that mattered).
+    const answer = new AnswerStream<BackendChunk>({
+      convert: (line) => toChunk(line as RawLine),
+      isLast: (chunk) => chunk.done,
+      signal: request.signal,
+      midStream: failureMidStream,
+    });
+    this.agent.dispatch(
+      {
         origin: this.origin,
         path: `${this.basePath}${isChat ? '/api/chat' : '/api/generate'}`,
         method: 'POST',
         headers: JSON_HEADERS,
         body: JSON.stringify(body),
-        signal: upstream.signal,
-      });
-      if (response.statusCode < 200 || response.statusCode >= 300) {
-        const text = await response.body.text();
-        throw new OllamaResponseError(errorMessageFrom(text, response.statusCode), response.statusCode);
-      }
-      lines = ndjsonLines<RawLine>(response.body);
-      first = await lines.next();
+      },
+      answer,
+    );
+    try {
+      await answer.ready();
     } catch (err) {
-      detach();
-      upstream.abort();
+      answer.cancel();
       throw failureBeforeFirstByte(err, this.url, request.model);
     }
-    return relay(first, lines, upstream, detach);
+    return answer;
   }
 
   async embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult> {
@@ -182,32 +175,6 @@ export class OllamaBackend implements Backend {
     if (request.format !== undefined) body.format = request.format;
     if (request.think !== undefined) body.think = request.think;
     return body;
-  }
-}
-
-/** Yields the first line already read, then the rest, turning any failure into a mid-stream error. */
-async function* relay(
-  first: IteratorResult<RawLine>,
-  lines: AsyncIterator<RawLine>,
-  upstream: AbortController,
-  detach: () => void,
-): AsyncGenerator<BackendChunk> {
-  let finished = false;
-  try {
-    let result = first;
-    while (!result.done) {
-      const chunk = toChunk(result.value);
-      if (chunk.done) finished = true;
-      yield chunk;
-      if (finished) return;
-      result = await lines.next();
-    }
-  } catch (err) {
-    throw failureMidStream(err);
-  } finally {
-    detach();
-    // A consumer that left before the final line: close the HTTP request so Ollama stops generating.
-    if (!finished) upstream.abort();
   }
 }
 

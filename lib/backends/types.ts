@@ -44,8 +44,12 @@ export interface EmbedResult {
 export interface Backend {
   /** The base URL, used as the host's name in health output, logs and metrics. */
   readonly url: string;
-  /** Streams the answer. The promise settles when Ollama's first line arrives (that is when it sends headers). */
-  chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk>>;
+  /**
+   * Streams the answer as batches of chunks: each batch is every line that arrived since the consumer
+   * last asked (at Ollama's pace, one per token; in a burst, many). The promise settles when Ollama's
+   * first line arrives (that is when it sends headers). Stopping the iteration early stops Ollama.
+   */
+  chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk[]>>;
   embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult>;
   listModels(signal?: AbortSignal): Promise<BackendModel[]>;
   version(signal?: AbortSignal): Promise<string>;

@@ -88,6 +88,8 @@ export interface OllamaDouble {
   options: DoubleOptions;
   /** Generations currently running (not waiting). */
   readonly active: number;
+  /** TCP connections accepted so far: a client that keeps its connections alive opens few. */
+  readonly connectionsOpened: number;
   generations(): RecordedRequest[];
   /** Resolves once `n` generation requests have arrived (e.g. to act while one is in flight). */
   waitForRequests(n: number, timeoutMs?: number): Promise<void>;
@@ -154,6 +156,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
   const waiting: Array<() => void> = [];
   const random = prng(42);
   const sockets = new Set<Socket>();
+  let connectionsOpened = 0;
 
   const double: OllamaDouble = {
     url: '',
@@ -165,6 +168,9 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     options,
     get active() {
       return active;
+    },
+    get connectionsOpened() {
+      return connectionsOpened;
     },
     generations: () => requests.filter((r) => r.path === '/api/chat' || r.path === '/api/generate'),
     waitForRequests: (n, timeoutMs = 5_000) =>
@@ -513,6 +519,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
 
   server.on('connection', (socket) => {
     socket.setNoDelay(true);
+    connectionsOpened++;
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });

@@ -45,23 +45,41 @@ export async function relayAsSse(
   });
   // Before the grace period ends a refusal rejects here and is rendered as a real status.
   const first = await Promise.race([opening, grace]).finally(() => clearTimeout(timer));
-  sse.open(render.start());
+  sse.open();
+  /** Frames that precede the first event (the role delta): sent with whatever is written first. */
+  let preamble: unknown[] = render.start();
+  if (first === 'late') {
+    // A model still loading: headers and preamble now, then keep-alives until Ollama's first line.
+    if (preamble.length > 0) sse.send(preamble);
+    else sse.flush();
+    preamble = [];
+  }
   try {
     const { events } = first === 'late' ? await opening : first;
-    for await (const event of events) {
+    for await (const batch of events) {
       // The client left: stop reading, which makes the core abort Ollama and bill what was relayed.
       if (signal.aborted) break;
-      const chunks = event.type === 'delta' ? render.delta(event) : render.done(event);
-      for (const chunk of chunks) sse.data(chunk);
-      if (event.type === 'done') return void sse.done();
+      // What arrived from Ollama together goes out together: one write per batch, the last one ending
+      // the response too (when it is also the first, headers, answer and end are a single packet).
+      const frames = preamble;
+      preamble = [];
+      let finished = false;
+      for (const event of batch) {
+        if (event.type === 'delta') frames.push(...render.delta(event));
+        else {
+          frames.push(...render.done(event));
+          finished = true;
+        }
+      }
+      sse.send(frames, finished);
+      if (finished) return;
     }
     if (signal.aborted) return void sse.end();
     throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
   } catch (err) {
     if (signal.aborted) return void sse.end();
     // The same error object a status reply would carry, so clients can tell a missing model from a crash.
-    sse.data({ error: openaiErrorObject(toGatewayError(err)) });
-    sse.done();
+    sse.send([...preamble, { error: openaiErrorObject(toGatewayError(err)) }], true);
   } finally {
     sse.stop();
   }

@@ -1,0 +1,226 @@
+/**
+ * One streamed answer from Ollama, read over undici's `dispatch()`: bytes arrive in a callback, are cut
+ * into NDJSON lines there, and reach the consumer as a batch of lines per read.
+ *
+ * Why not `request()` and an async iterator over its body: every read then went through a Node
+ * Readable, and every line through three async generators (reader, backend relay, core relay) before
+ * it reached the route — promises and microtasks per token that were a large share of the gateway's
+ * CPU (bench/README.md). Here a read costs one callback, and the consumer's `next()` takes everything
+ * that arrived since it last asked.
+ *
+ * Backpressure: a consumer that falls behind by `PAUSE_AFTER_BATCHES` reads pauses the socket, so a
+ * client that stops reading cannot make the gateway buffer a whole answer.
+ */
+import type { Dispatcher } from 'undici';
+import { errorMessageFrom, OllamaResponseError } from './failures';
+import { NdjsonSplitter } from './ndjson';
+
+/** Reads queued unconsumed before the socket is paused. */
+const PAUSE_AFTER_BATCHES = 16;
+/** An error answer's body is only read for its message. */
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+
+/** Ended by us (the consumer left or stopped reading), not by Ollama. */
+export function cancelled(): Error {
+  const err = new Error('The request to Ollama was cancelled.');
+  err.name = 'AbortError';
+  return err;
+}
+
+const NO_FAILURE: unique symbol = Symbol('no failure');
+
+export interface AnswerStreamOptions<T> {
+  /** Turns one parsed line into what the consumer gets. */
+  convert: (line: object) => T;
+  /** Whether an item is the answer's final line (`done: true`). */
+  isLast: (item: T) => boolean;
+  /** The caller's: its abort closes the request at once, which is how Ollama learns to stop. */
+  signal: AbortSignal;
+  /** Maps a failure after the first line; before it, `ready()` rejects with the raw failure. */
+  midStream: (err: unknown) => unknown;
+}
+
+export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterableIterator<T[]> {
+  private controller: Dispatcher.DispatchController | null = null;
+  private readonly splitter = new NdjsonSplitter();
+  /** Lines read and not yet taken by `next()`, in order; one array per read. */
+  private queued: T[][] = [];
+  private failure: unknown = NO_FAILURE;
+  private ended = false;
+  private cancelledByUs = false;
+  private errorBody: Buffer[] | null = null;
+  private errorBytes = 0;
+  private status = 0;
+  /** A waiting `ready()` or `next()`, called when something changed. */
+  private notify: (() => void) | null = null;
+  private readonly detach: () => void;
+
+  private readonly convert: (line: object) => T;
+  private readonly isLast: (item: T) => boolean;
+  private readonly midStream: (err: unknown) => unknown;
+  /**
+   * The final line has been read: the request is complete as far as the consumer cares, and stopping
+   * now must not close the connection (only the end of the chunked body is still to come, and the
+   * connection is worth keeping alive).
+   */
+  private lastSeen = false;
+
+  constructor(options: AnswerStreamOptions<T>) {
+    this.convert = options.convert;
+    this.isLast = options.isLast;
+    this.midStream = options.midStream;
+    const signal = options.signal;
+    if (signal.aborted) {
+      this.cancelledByUs = true;
+      this.detach = () => undefined;
+    } else {
+      const onAbort = () => this.cancel();
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.detach = () => signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  // ---- undici's side ----------------------------------------------------------------------------
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.cancelledByUs) controller.abort(cancelled());
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
+    if (statusCode < 200) return; // 1xx: informational, the real answer follows
+    this.status = statusCode;
+    if (statusCode >= 300) this.errorBody = [];
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.errorBody) {
+      if (this.errorBytes < MAX_ERROR_BODY_BYTES) {
+        this.errorBody.push(chunk);
+        this.errorBytes += chunk.length;
+      }
+      return;
+    }
+    if (this.failure !== NO_FAILURE || this.cancelledByUs) return;
+    const lines: object[] = [];
+    try {
+      this.splitter.push(chunk, lines);
+    } catch (err) {
+      // The lines before the bad one are delivered first, then the failure; the rest is not read.
+      this.deliver(lines);
+      this.fail(err);
+      controller.abort(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    this.deliver(lines);
+    if (this.queued.length >= PAUSE_AFTER_BATCHES) controller.pause();
+  }
+
+  onResponseEnd(): void {
+    if (this.failure !== NO_FAILURE) return;
+    if (this.errorBody) {
+      const text = Buffer.concat(this.errorBody).toString('utf8');
+      this.errorBody = null;
+      return this.fail(new OllamaResponseError(errorMessageFrom(text, this.status), this.status));
+    }
+    const lines: object[] = [];
+    try {
+      this.splitter.end(lines);
+    } catch (err) {
+      this.deliver(lines);
+      return this.fail(err);
+    }
+    this.deliver(lines);
+    this.ended = true;
+    this.detach();
+    this.wake();
+  }
+
+  /** `controller` is absent when the connection failed before the request was written. */
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+    if (this.ended || this.failure !== NO_FAILURE) return;
+    this.fail(err);
+  }
+
+  // ---- the consumer's side ----------------------------------------------------------------------
+
+  /**
+   * Settles when the first line has arrived (Ollama sends its headers with the first token) or the
+   * answer ended; rejects with the raw failure if that came first.
+   */
+  ready(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (this.queued.length > 0 || this.ended) resolve();
+        else if (this.failure !== NO_FAILURE) reject(this.failure);
+        else this.notify = check;
+      };
+      check();
+    });
+  }
+
+  /** Everything read since the last call, as one batch; waits when nothing is. */
+  next(): Promise<IteratorResult<T[]>> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (this.queued.length > 0) resolve({ value: this.take(), done: false });
+        else if (this.failure !== NO_FAILURE) reject(this.midStream(this.failure));
+        else if (this.ended) resolve({ value: undefined, done: true });
+        else this.notify = check;
+      };
+      check();
+    });
+  }
+
+  /** The consumer stopped early (`break`, a throw): Ollama is told to stop. */
+  return(): Promise<IteratorResult<T[]>> {
+    this.cancel();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /** Closes the request unless the answer already ended; safe to call more than once. */
+  cancel(): void {
+    if (this.ended || this.cancelledByUs) return;
+    if (this.lastSeen) return this.detach();
+    this.cancelledByUs = true;
+    this.detach();
+    this.queued = [];
+    if (this.controller) this.controller.abort(cancelled());
+    // Not yet on a socket: onRequestStart aborts it. A consumer still waiting learns it was cancelled.
+    if (this.failure === NO_FAILURE) this.fail(cancelled());
+  }
+
+  // ---- internals ----------------------------------------------------------------------------------
+
+  private deliver(lines: object[]): void {
+    if (lines.length === 0) return;
+    const items = lines.map(this.convert);
+    if (!this.lastSeen) this.lastSeen = items.some(this.isLast);
+    this.queued.push(items);
+    this.wake();
+  }
+
+  private take(): T[] {
+    const queued = this.queued;
+    this.queued = [];
+    if (this.controller?.paused) this.controller.resume();
+    return queued.length === 1 ? (queued[0] as T[]) : queued.flat();
+  }
+
+  private fail(err: unknown): void {
+    this.failure = err;
+    this.detach();
+    this.wake();
+  }
+
+  /** Lets a waiting `ready()` or `next()` look again. */
+  private wake(): void {
+    const notify = this.notify;
+    this.notify = null;
+    notify?.();
+  }
+}
