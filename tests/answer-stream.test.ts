@@ -68,15 +68,19 @@ describe('AnswerStream', () => {
     expect(await answer.next()).toEqual({ done: true, value: undefined });
   });
 
-  test('a consumer that falls behind pauses the socket; taking the backlog resumes it', async () => {
+  test('the reads parsed in one go are one batch; a consumer that falls 64 KiB behind pauses the socket', async () => {
     const { answer, controller, start, data } = setUp();
     start();
-    for (let i = 0; i < 15; i++) data(`{"n":${i}}\n`);
+    const line = (n: number) => `{"n":${n},"pad":"${'x'.repeat(1000)}"}\n`;
+    const pending = answer.next();
+    for (let i = 0; i < 3; i++) data(line(i)); // one socket read, three HTTP chunks
+    expect((await pending).value).toHaveLength(3);
+    for (let i = 0; i < 64; i++) data(line(i));
     expect(controller.pauses).toBe(0);
-    data('{"n":15}\n');
+    data(line(64));
     expect(controller.paused).toBe(true);
     const batch = await answer.next();
-    expect(batch.value).toHaveLength(16);
+    expect(batch.value).toHaveLength(65);
     expect(controller.paused).toBe(false);
     expect(controller.resumes).toBe(1);
   });

@@ -8,15 +8,19 @@
  * CPU (bench/README.md). Here a read costs one callback, and the consumer's `next()` takes everything
  * that arrived since it last asked.
  *
- * Backpressure: a consumer that falls behind by `PAUSE_AFTER_BATCHES` reads pauses the socket, so a
- * client that stops reading cannot make the gateway buffer a whole answer.
+ * A socket read holds many HTTP chunks when Ollama is fast (each of its lines is a chunk of its own),
+ * and undici reports each separately: the consumer is woken in a microtask, after the whole read has
+ * been parsed, so one read is one batch.
+ *
+ * Backpressure: a consumer that falls `PAUSE_AFTER_BYTES` behind pauses the socket, so a client that
+ * stops reading cannot make the gateway buffer a whole answer.
  */
 import type { Dispatcher } from 'undici';
 import { errorMessageFrom, OllamaResponseError } from './failures';
 import { NdjsonSplitter } from './ndjson';
 
-/** Reads queued unconsumed before the socket is paused. */
-const PAUSE_AFTER_BATCHES = 16;
+/** Bytes of lines read and not yet taken by the consumer before the socket is paused. */
+const PAUSE_AFTER_BYTES = 64 * 1024;
 /** An error answer's body is only read for its message. */
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 
@@ -43,8 +47,9 @@ export interface AnswerStreamOptions<T> {
 export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterableIterator<T[]> {
   private controller: Dispatcher.DispatchController | null = null;
   private readonly splitter = new NdjsonSplitter();
-  /** Lines read and not yet taken by `next()`, in order; one array per read. */
-  private queued: T[][] = [];
+  /** Lines read and not yet taken by `next()`, in order, and their size on the wire. */
+  private queued: T[] = [];
+  private queuedBytes = 0;
   private failure: unknown = NO_FAILURE;
   private ended = false;
   private cancelledByUs = false;
@@ -53,6 +58,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
   private status = 0;
   /** A waiting `ready()` or `next()`, called when something changed. */
   private notify: (() => void) | null = null;
+  private wakeScheduled = false;
   private readonly detach: () => void;
 
   private readonly convert: (line: object) => T;
@@ -103,6 +109,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
     }
     if (this.failure !== NO_FAILURE || this.cancelledByUs) return;
     const lines: object[] = [];
+    this.queuedBytes += chunk.length;
     try {
       this.splitter.push(chunk, lines);
     } catch (err) {
@@ -113,7 +120,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
       return;
     }
     this.deliver(lines);
-    if (this.queued.length >= PAUSE_AFTER_BATCHES) controller.pause();
+    if (this.queuedBytes >= PAUSE_AFTER_BYTES) controller.pause();
   }
 
   onResponseEnd(): void {
@@ -189,6 +196,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
     this.cancelledByUs = true;
     this.detach();
     this.queued = [];
+    this.queuedBytes = 0;
     if (this.controller) this.controller.abort(cancelled());
     // Not yet on a socket: onRequestStart aborts it. A consumer still waiting learns it was cancelled.
     if (this.failure === NO_FAILURE) this.fail(cancelled());
@@ -198,17 +206,20 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
 
   private deliver(lines: object[]): void {
     if (lines.length === 0) return;
-    const items = lines.map(this.convert);
-    if (!this.lastSeen) this.lastSeen = items.some(this.isLast);
-    this.queued.push(items);
+    for (const line of lines) {
+      const item = this.convert(line);
+      if (!this.lastSeen && this.isLast(item)) this.lastSeen = true;
+      this.queued.push(item);
+    }
     this.wake();
   }
 
   private take(): T[] {
     const queued = this.queued;
     this.queued = [];
+    this.queuedBytes = 0;
     if (this.controller?.paused) this.controller.resume();
-    return queued.length === 1 ? (queued[0] as T[]) : queued.flat();
+    return queued;
   }
 
   private fail(err: unknown): void {
@@ -217,10 +228,17 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
     this.wake();
   }
 
-  /** Lets a waiting `ready()` or `next()` look again. */
+  /** Lets a waiting `ready()` or `next()` look again, once the read being parsed is done. */
   private wake(): void {
+    if (!this.notify || this.wakeScheduled) return;
+    this.wakeScheduled = true;
+    queueMicrotask(this.runNotify);
+  }
+
+  private readonly runNotify = (): void => {
+    this.wakeScheduled = false;
     const notify = this.notify;
     this.notify = null;
     notify?.();
-  }
+  };
 }
