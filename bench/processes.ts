@@ -75,10 +75,16 @@ export function killChildren(): void {
 
 /** User + system CPU seconds a process has used, from /proc (Linux). */
 export function cpuSeconds(pid: number | undefined): number {
-  if (!pid) return NaN;
+  const { user, system } = cpuSplit(pid);
+  return user + system;
+}
+
+/** A process's CPU so far, user and kernel apart (the kernel's share is mostly socket calls). */
+export function cpuSplit(pid: number | undefined): { user: number; system: number } {
+  if (!pid) return { user: NaN, system: NaN };
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
   // After the command name: utime and stime are fields 14 and 15 of stat, in clock ticks (100 per second).
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
 }
 
 export function peakMemoryMb(pid: number | undefined): number {

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run, type Target } from './load';
-import { cpuSeconds, killChildren, prepareDatabase, startDouble, startGateway } from './processes';
+import { cpuSplit, killChildren, prepareDatabase, startDouble, startGateway } from './processes';
 
 interface CallFrame {
   functionName: string;
@@ -124,12 +124,15 @@ async function main(): Promise<void> {
   const target = targets[TARGET];
   if (!target) throw new Error(`PROFILE_TARGET must be one of ${Object.keys(targets).join(', ')}`);
   await run(target, CONNS, 300, TARGET === 'stream'); // warm-up
-  const cpuBefore = cpuSeconds(gateway.child.pid);
+  const cpuBefore = cpuSplit(gateway.child.pid);
   const stats = await run(target, CONNS, N, TARGET === 'stream');
-  const cpuMs = ((cpuSeconds(gateway.child.pid) - cpuBefore) * 1000) / N;
+  const cpuAfter = cpuSplit(gateway.child.pid);
+  const userMs = ((cpuAfter.user - cpuBefore.user) * 1000) / N;
+  const systemMs = ((cpuAfter.system - cpuBefore.system) * 1000) / N;
+  const cpuMs = userMs + systemMs;
   // The kernel's count of the gateway's CPU (user + system): the profile's samples also count time
   // the process sat descheduled inside a system call, which on 2 shared cores is a lot.
-  console.log(`${TARGET}: ${stats.rps.toFixed(0)} req/s, mean ${stats.meanMs.toFixed(3)} ms, errors ${stats.errors}, gateway CPU ${cpuMs.toFixed(3)} ms/req`);
+  console.log(`${TARGET}: ${stats.rps.toFixed(0)} req/s, mean ${stats.meanMs.toFixed(3)} ms, errors ${stats.errors}, gateway CPU ${cpuMs.toFixed(3)} ms/req (user ${userMs.toFixed(3)}, kernel ${systemMs.toFixed(3)})`);
 
   const exited = new Promise((resolve) => gateway.child.once('exit', resolve));
   gateway.child.kill('SIGTERM'); // a clean exit writes the profile

@@ -228,7 +228,9 @@ function relay(
             return;
           }
         }
-        if (out.length > 0) yield out;
+        // Yielded even when empty (lines without text, e.g. an empty first token): a stream's headers
+        // go out with its first batch, and must not wait for the first line with text.
+        yield out;
       }
       throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
     } catch (err) {

@@ -53,6 +53,8 @@ export const configSchema = z.object({
   SSE_HEADER_GRACE_MS: integer(5_000),
   /** Streams: silence after which a `: keep-alive` comment is written (0 turns them off). */
   SSE_KEEP_ALIVE_MS: integer(10_000),
+  /** Streams: how long a client may leave what was sent unread before it counts as gone. */
+  SSE_STALL_MS: integer(60_000, 1),
   OLLAMA_BODY_TIMEOUT_MS: integer(10 * 60_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Requests in flight per Ollama host and model; set it like Ollama's OLLAMA_NUM_PARALLEL. */

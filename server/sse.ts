@@ -58,12 +58,37 @@ export class SseWriter {
     let text = '';
     for (const value of values) text += `data: ${value instanceof JsonText ? value.text : JSON.stringify(value)}\n\n`;
     if (!last) {
+      // Nothing to say yet (Ollama's first lines were empty): the headers go out all the same.
       if (text !== '') this.write(text);
+      else this.flush();
       return;
     }
     this.stop();
     if (this.res.writableEnded || this.res.destroyed) return;
     this.res.end(`${text}data: [DONE]\n\n`);
+  }
+
+  /**
+   * Waits until the client has taken what was written, so that a client that stops reading stops the
+   * relay (and, through the answer stream's backpressure, Ollama) instead of growing a buffer the size
+   * of the whole answer. False when it took longer than `timeoutMs`: the caller gives up on the client.
+   */
+  drained(timeoutMs: number): Promise<boolean> {
+    const res = this.res;
+    if (!res.writableNeedDrain || res.destroyed) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const settle = (ok: boolean) => {
+        clearTimeout(timer);
+        res.off('drain', onDrain);
+        res.off('close', onClose);
+        resolve(ok);
+      };
+      const onDrain = () => settle(true);
+      const onClose = () => settle(true); // gone: the caller sees its signal aborted
+      const timer = setTimeout(() => settle(false), timeoutMs);
+      res.on('drain', onDrain);
+      res.on('close', onClose);
+    });
   }
 
   /** One event. */

@@ -150,4 +150,17 @@ describe('AnswerStream', () => {
     for await (const batch of late.answer) if (batch.some((line) => line.done)) break;
     expect(late.controller.aborted).toBe(false);
   });
+
+  test('a caller that leaves with the final line read but a paused socket: undici may read the end', async () => {
+    const left = new AbortController();
+    const { answer, controller, start, data } = setUp(left.signal);
+    start();
+    for (let i = 0; i < 64; i++) data(`{"n":${i},"pad":"${'x'.repeat(1000)}"}\n`);
+    data(`{"done":true,"pad":"${'x'.repeat(1000)}"}\n`); // the read that crosses 64 KiB
+    expect(controller.paused).toBe(true);
+    left.abort();
+    expect(controller.aborted).toBe(false); // the answer is whole: the connection is worth keeping
+    expect(controller.paused).toBe(false); // and it is not left paused, which would hold it forever
+    await answer.ready();
+  });
 });

@@ -6,6 +6,7 @@
 import OpenAI from 'openai';
 import { startHarness, postJson, type Harness } from './support/harness';
 import { tokenize } from './support/ollama-double';
+import { until } from './support/until';
 
 /** The raw `data:` payloads of an SSE body, in order (comments dropped). */
 function frames(text: string): string[] {
@@ -97,9 +98,35 @@ describe('POST /v1/chat/completions (streaming)', () => {
       const res = await ask(stream);
       expect(res.status).toBe(200);
       expect(stream ? res.text.endsWith('data: [DONE]\n\n') : JSON.parse(res.text).choices[0].finish_reason === 'stop').toBe(true);
+      // The reply goes out at Ollama's final line; the end of its body (sent in pieces here) follows.
+      // Only once that is read is the connection free again, else the next request takes another.
+      await until(() => h.double.generations().at(-1)?.completed === true, 'the double to finish its answer');
+      await new Promise((resolve) => setTimeout(resolve, 30));
     }
     expect(h.double.connectionsOpened).toBe(opened);
     expect(h.double.generations().slice(-4).every((g) => g.completed && !g.aborted)).toBe(true);
+  });
+
+  test('the headers do not wait for the first line with text', async () => {
+    h.double.queue.push({ kind: 'reply', tokens: ['', 'late'] });
+    h.double.options.tokenDelayMs = 800;
+    h.double.options.fragment = false; // this harness's double may hold a line back to send it with the next
+    try {
+      const started = Date.now();
+      const res = await fetch(url(), {
+        method: 'POST',
+        headers: { ...bearer(), 'Content-Type': 'application/json' },
+        body: JSON.stringify({ model: 'covalid-1.0', messages: [{ role: 'user', content: 'x' }], stream: true }),
+      });
+      expect(res.status).toBe(200);
+      expect(Date.now() - started).toBeLessThan(600); // Ollama's first line came at once, its second 800 ms later
+      const data = frames(await res.text());
+      expect(data.at(-1)).toBe('[DONE]');
+      expect(data.map((d) => (d === '[DONE]' ? '' : ((JSON.parse(d) as Chunk).choices[0]?.delta?.content ?? ''))).join('')).toBe('late');
+    } finally {
+      h.double.options.tokenDelayMs = 0;
+      h.double.options.fragment = true;
+    }
   });
 
   test('the SDK streams the same text (multibyte split across reads) and reads the usage', async () => {

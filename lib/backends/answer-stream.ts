@@ -21,8 +21,8 @@ import { NdjsonSplitter } from './ndjson';
 
 /** Bytes of lines read and not yet taken by the consumer before the socket is paused. */
 const PAUSE_AFTER_BYTES = 64 * 1024;
-/** An error answer's body is only read for its message. */
-const MAX_ERROR_BODY_BYTES = 64 * 1024;
+/** An error answer's body is only read for its message (Ollama's are a line; a proxy's page may be long). */
+const MAX_ERROR_BODY_BYTES = 1024 * 1024;
 
 /** Ended by us (the consumer left or stopped reading), not by Ollama. */
 export function cancelled(): Error {
@@ -192,7 +192,13 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
   /** Closes the request unless the answer already ended; safe to call more than once. */
   cancel(): void {
     if (this.ended || this.cancelledByUs) return;
-    if (this.lastSeen) return this.detach();
+    if (this.lastSeen) {
+      // Only the end of the body is to come: let undici read it (a paused socket would stay paused)
+      // so the connection goes back to the pool.
+      this.detach();
+      if (this.controller?.paused) this.controller.resume();
+      return;
+    }
     this.cancelledByUs = true;
     this.detach();
     this.queued = [];

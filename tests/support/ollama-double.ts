@@ -349,7 +349,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     if (behaviour.kind === 'reply') for (const t of behaviour.thinking ?? []) lines.push(line('', {}, t));
     const contentLines = emitted.map((t) => line(t));
     if (behaviour.kind === 'reply' && behaviour.lastTokenOnDoneLine && contentLines.length > 0) contentLines.pop();
-    lines.push(...contentLines);
+    for (const l of contentLines) lines.push(l); // not a spread: a long answer would overflow the call stack
     if (behaviour.kind === 'reply' && behaviour.toolCalls?.length) {
       lines.push(
         line('', {
@@ -485,7 +485,12 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
       res.statusCode = 200;
     };
     const flush = async (data: Buffer) => {
-      if (!options.fragment) return void res.write(data);
+      if (!options.fragment) {
+        // Ollama's writes block while the client is not reading (Go's ResponseWriter): its
+        // generation waits too, rather than piling the answer up in memory.
+        if (!res.write(data) && !res.destroyed) await writable(res);
+        return;
+      }
       // Cut at random byte offsets (possibly inside a multi-byte character), with pauses so the
       // pieces arrive in separate reads.
       let offset = 0;
@@ -526,6 +531,19 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', () => resolve()));
   double.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return double;
+}
+
+/** Resolves when `res` can take more (drained) or never will (closed). */
+function writable(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {

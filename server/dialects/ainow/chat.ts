@@ -88,5 +88,6 @@ export async function ainowChat(services: Services, req: Request, res: Response)
   await relayAsSse(res, services.chat.open(call, parsed.request), call.signal, renderer, {
     keepAliveMs: services.config.SSE_KEEP_ALIVE_MS,
     headerGraceMs: services.config.SSE_HEADER_GRACE_MS,
+    stallMs: services.config.SSE_STALL_MS,
   });
 }

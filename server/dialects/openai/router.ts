@@ -34,6 +34,7 @@ export function openaiRouter(services: Services): Router {
   const json = jsonBody(services);
   const keepAliveMs = services.config.SSE_KEEP_ALIVE_MS;
   const headerGraceMs = services.config.SSE_HEADER_GRACE_MS;
+  const stallMs = services.config.SSE_STALL_MS;
 
   /** Streams through the core, or gathers the whole answer; everything that can refuse runs first. */
   async function generate(
@@ -52,7 +53,7 @@ export function openaiRouter(services: Services): Router {
     }
     // open() resolves once Ollama sent its first line: auth, model, credits and Ollama's own
     // refusals (down, busy) become real HTTP statuses, unless the model takes long to load.
-    await relayAsSse(res, services.chat.open(call, request), call.signal, renderer(), { keepAliveMs, headerGraceMs });
+    await relayAsSse(res, services.chat.open(call, request), call.signal, renderer(), { keepAliveMs, headerGraceMs, stallMs });
   }
 
   router.post(`${OPENAI_PREFIX}/chat/completions`, json, async (req, res) => {

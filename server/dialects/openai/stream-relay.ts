@@ -26,9 +26,16 @@ export interface StreamRenderer {
 /** How long the headers wait for Ollama's first line before the stream opens with keep-alives. */
 export const SSE_HEADER_GRACE_MS = 5_000;
 
+/**
+ * How long a client may leave what was sent unread before it counts as gone: its generation is then
+ * stopped and billed as far as it was relayed. Meanwhile Ollama is held back, not the gateway's memory.
+ */
+export const SSE_STALL_MS = 60_000;
+
 export interface RelayOptions {
   keepAliveMs?: number;
   headerGraceMs?: number;
+  stallMs?: number;
 }
 
 export async function relayAsSse(
@@ -50,8 +57,7 @@ export async function relayAsSse(
   let preamble: unknown[] = render.start();
   if (first === 'late') {
     // A model still loading: headers and preamble now, then keep-alives until Ollama's first line.
-    if (preamble.length > 0) sse.send(preamble);
-    else sse.flush();
+    sse.send(preamble);
     preamble = [];
   }
   try {
@@ -73,6 +79,11 @@ export async function relayAsSse(
       }
       sse.send(frames, finished);
       if (finished) return;
+      if (!(await sse.drained(options.stallMs ?? SSE_STALL_MS))) {
+        // Leaving the loop stops Ollama and bills what was relayed, as for a client that left.
+        res.destroy();
+        return;
+      }
     }
     if (signal.aborted) return void sse.end();
     throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');

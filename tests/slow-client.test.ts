@@ -1,0 +1,54 @@
+/**
+ * A streaming client that stops reading: the gateway holds Ollama back instead of buffering the
+ * answer, and past SSE_STALL_MS it gives the client up — Ollama stopped, the usage billed as far as
+ * it was relayed, as for a client that left.
+ */
+import type http from 'node:http';
+import net from 'node:net';
+import { startHarness, type Harness } from './support/harness';
+import { until } from './support/until';
+
+describe('a streaming client that stops reading', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ env: { SSE_STALL_MS: '1500' } });
+  });
+  afterAll(() => h.close());
+
+  test('Ollama is held back, the gateway buffers little, and the stalled client is given up', async () => {
+    const key = h.createKey('slow-reader', 100);
+    const tokens = Array.from({ length: 300_000 }, (_, i) => ` w${i}`);
+    h.double.queue.push({ kind: 'reply', tokens });
+    let reply: http.ServerResponse | undefined;
+    h.server.server.on('request', (_req, res: http.ServerResponse) => (reply = res));
+
+    const body = JSON.stringify({ model: 'covalid-1.0', messages: [{ role: 'user', content: 'everything' }], stream: true });
+    const socket = net.connect({ port: Number(new URL(h.url).port), host: '127.0.0.1' });
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause(); // reads nothing, ever
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer ${key.apiKey}\r\n` +
+        `X-Request-Id: slow-reader-0001\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    try {
+      await until(() => (h.double.generations()[0]?.linesSent ?? 0) > 0, 'the generation to start');
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      const generation = h.double.generations()[0];
+      // Held back: what the sockets' buffers hold, not the whole answer, and little of it in the gateway.
+      expect(generation?.completed).toBe(false);
+      expect(generation?.linesSent).toBeLessThan(tokens.length / 2);
+      expect(reply?.writableLength ?? 0).toBeLessThan(256 * 1024);
+
+      type Row = { status: number; error_code: string; completion_tokens: number };
+      const usageRow = () => h.store.db.prepare('SELECT status, error_code, completion_tokens FROM usage WHERE request_id = ?').get('slow-reader-0001') as Row | undefined;
+      await until(() => usageRow() !== undefined, 'the stalled stream to be given up', 5_000);
+      const row = usageRow() as Row;
+      expect(row).toMatchObject({ status: 499, error_code: 'client_closed' });
+      expect(row.completion_tokens).toBeGreaterThan(0);
+      await until(() => h.double.generations()[0]?.aborted === true, 'Ollama to be stopped');
+      expect(h.double.generations()[0]?.completed).toBe(false);
+    } finally {
+      socket.destroy();
+    }
+  });
+});
