@@ -10,6 +10,7 @@ import { clientGone, locals } from '../context';
 import { plainErrorFormat, type ErrorFormat } from '../error-format';
 import type { Services } from '../services';
 import { fieldsOf, jsonBody, refuseOtherMethods } from './shared';
+import { replyJson } from '../json-reply';
 
 export const COVALID_PATH = '/api/chat.php';
 
@@ -44,7 +45,7 @@ export function covalidRouter(services: Services): Router {
       { principal, requestId: ctx.requestId, route: ctx.route, signal: clientGone(req, res) },
       request,
     );
-    res.json({
+    replyJson(res, {
       response: result.content,
       model: request.model,
       elapsed_ms: Date.now() - started,

@@ -15,6 +15,7 @@ import { admitChat, completeChat } from './ainow/chat';
 import { creditsData, moderateData, modelsData, tokensData } from './ainow/handlers';
 import { newModerator } from './openai-moderations';
 import { jsonBody } from './shared';
+import { replyJson } from '../json-reply';
 
 export const ENVELOPE_PREFIX = '/api/v1';
 
@@ -54,7 +55,7 @@ export const envelopeErrorFormat: ErrorFormat = (err, requestId) => {
 
 function success<T>(res: Response, data: T): void {
   const body: Envelope<T> = { code: 0, message: 'Success', data, request_id: locals(res).requestId };
-  res.json(body);
+  replyJson(res, body);
 }
 
 export function envelopeRouter(services: Services): Router {

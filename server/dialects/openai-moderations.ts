@@ -12,6 +12,7 @@ import { authenticateApiKey } from '../auth';
 import { clientGone, locals } from '../context';
 import type { Services } from '../services';
 import { fieldsOf, jsonBody, refuseOtherMethods } from './shared';
+import { replyJson } from '../json-reply';
 
 export const MODERATIONS_PATH = '/v1/moderations';
 
@@ -91,7 +92,7 @@ export function openaiModerationsRouter(services: Services): Router {
 
   router.post(MODERATIONS_PATH, json, async (req: Request, res: Response) => {
     const results = await runModeration(services, moderator, req, res, 'openai.moderations');
-    res.json({ id: `modr-${randomUUID().replaceAll('-', '')}`, model: moderator.model, results });
+    replyJson(res, { id: `modr-${randomUUID().replaceAll('-', '')}`, model: moderator.model, results });
   });
 
   refuseOtherMethods(router, { [MODERATIONS_PATH]: 'POST' });

@@ -15,6 +15,7 @@ import { chatChunkRenderer } from '../openai/chat-stream';
 import { relayAsSse, type StreamRenderer } from '../openai/stream-relay';
 import type { CallContext } from '../../../lib/chat';
 import type { Principal } from '../../../lib/types';
+import { replyJson } from '../../json-reply';
 
 export interface AinowStats {
   input_tokens: number;
@@ -82,7 +83,7 @@ export async function completeChat(services: Services, admitted: Admitted): Prom
 export async function ainowChat(services: Services, req: Request, res: Response): Promise<void> {
   const admitted = admitChat(services, req, res, 'ainow.chat');
   const { parsed, principal, call } = admitted;
-  if (!parsed.stream) return void res.json(await completeChat(services, admitted));
+  if (!parsed.stream) return void replyJson(res, await completeChat(services, admitted));
   // open() refuses (model, credits, Ollama down) before any header is written.
   const renderer = withStatsEvent(chatChunkRenderer(parsed.request.model, parsed.includeUsage, principal.orgId));
   await relayAsSse(res, services.chat.open(call, parsed.request), call.signal, renderer, {

@@ -12,6 +12,7 @@ import { newModerator } from '../openai-moderations';
 import { jsonBody, refuseOtherMethods } from '../shared';
 import { ainowChat } from './chat';
 import { creditsData, moderateData, modelsData, tokensData } from './handlers';
+import { replyJson } from '../../json-reply';
 
 export const AINOW_ROUTES = {
   '/models': 'GET',
@@ -48,11 +49,11 @@ export function ainowRouter(services: Services): Router {
   const moderator = newModerator(services);
 
   mountAinowRoutes(router, '', json, {
-    '/models': async (req, res) => void res.json(await modelsData(services, req, res, 'ainow.models')),
+    '/models': async (req, res) => void replyJson(res, await modelsData(services, req, res, 'ainow.models')),
     '/chat/completions': (req, res) => ainowChat(services, req, res),
-    '/tokens': async (req, res) => void res.json(await tokensData(services, req, res, 'ainow.tokens')),
-    '/credits': (req, res) => void res.json(creditsData(services, req, res, 'ainow.credits')),
-    '/moderate': async (req, res) => void res.json(await moderateData(services, moderator, req, res, 'ainow.moderate')),
+    '/tokens': async (req, res) => void replyJson(res, await tokensData(services, req, res, 'ainow.tokens')),
+    '/credits': (req, res) => void replyJson(res, creditsData(services, req, res, 'ainow.credits')),
+    '/moderate': async (req, res) => void replyJson(res, await moderateData(services, moderator, req, res, 'ainow.moderate')),
   });
   return router;
 }

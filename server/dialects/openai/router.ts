@@ -17,6 +17,7 @@ import { completionChunkRenderer, parseCompletionBody, renderCompletion } from '
 import { parseEmbeddingsBody, renderEmbeddings } from './embeddings';
 import { listModels, retrieveModel } from './models';
 import { relayAsSse, type StreamRenderer } from './stream-relay';
+import { replyJson } from '../../json-reply';
 
 export const OPENAI_PREFIX = '/v1';
 
@@ -48,7 +49,7 @@ export function openaiRouter(services: Services): Router {
     locals(res).model = request.model;
     if (!stream) {
       const { result } = await services.chat.complete(call, request);
-      res.json(renderWhole(result));
+      replyJson(res, renderWhole(result));
       return;
     }
     // open() resolves once Ollama sent its first line: auth, model, credits and Ollama's own
@@ -88,12 +89,12 @@ export function openaiRouter(services: Services): Router {
     const parsed = parseEmbeddingsBody(req.body);
     locals(res).model = parsed.model;
     const result = await services.embeddings.embed(call, parsed.model, parsed.inputs);
-    res.json(renderEmbeddings(parsed.model, result.embeddings, parsed.encoding, result.promptTokens));
+    replyJson(res, renderEmbeddings(parsed.model, result.embeddings, parsed.encoding, result.promptTokens));
   });
 
   router.get(`${OPENAI_PREFIX}/models`, async (req, res) => {
     begin(services, req, res, 'openai.models');
-    res.json(await listModels(services, req.query as Record<string, unknown>));
+    replyJson(res, await listModels(services, req.query as Record<string, unknown>));
   });
 
   // Ids may hold slashes (`hf.co/user/model:tag`): the SDK sends them as %2F, curl users raw.
@@ -101,7 +102,7 @@ export function openaiRouter(services: Services): Router {
     begin(services, req, res, 'openai.models');
     const segments = (req.params as Record<string, string[] | string>)['id'];
     const id = Array.isArray(segments) ? segments.join('/') : String(segments);
-    res.json(await retrieveModel(services, id));
+    replyJson(res, await retrieveModel(services, id));
   });
 
   return router;
