@@ -15,10 +15,12 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
   const options = { level, base: { service: 'ollama-gateway' }, timestamp: pino.stdTimeFunctions.isoTime };
   if (destination) return pino(options, destination);
   if (level === 'silent') return pino(options);
-  // Buffered: one write per 4 KiB of lines rather than a system call per request (about 0.03 ms of
-  // CPU each here). Flushed every second so a quiet gateway's lines still show at once to a reader,
-  // and synchronously when the process exits (pino's exit hook).
-  const stdout = pino.destination({ dest: 1, minLength: 4096, sync: false });
+  // Buffered: one write per 12 KiB of lines (about 45 requests) rather than a system call per
+  // request (about 0.03 ms of CPU each here; 0.015 ms a request at 4 KiB, 0.011 at 12). Larger
+  // gains nothing: sonic-boom measures its whole pending string on every line.
+  // Flushed every second so a quiet gateway's lines still show within one to a reader, and
+  // synchronously when the process exits (pino's exit hook).
+  const stdout = pino.destination({ dest: 1, minLength: 12 * 1024, sync: false });
   setInterval(() => stdout.flush(), LOG_FLUSH_MS).unref();
   return pino(options, stdout);
 }
