@@ -80,7 +80,7 @@ export interface Timings {
 
 /** One step of a streamed answer. */
 export type ChatEvent =
-  | { type: 'delta'; content: string; thinking?: string; toolCalls?: ToolCall[] }
+  | { type: 'delta'; content: string; thinking?: string; toolCalls?: readonly ToolCall[] }
   | { type: 'done'; finishReason: FinishReason; usage: Usage; cost: Cost; timings: Timings };
 
 /** A whole, non-streamed answer. */

@@ -35,10 +35,14 @@ export class NdjsonSplitter {
     let start = 0;
     let newline = chunk.indexOf(NEWLINE);
     while (newline !== -1) {
-      const piece = chunk.subarray(start, newline);
-      const line: Buffer = this.pending ? Buffer.concat([this.pending, piece]) : piece;
-      this.pending = null;
-      const parsed = parseLine(line);
+      let text: string;
+      if (this.pending) {
+        text = Buffer.concat([this.pending, chunk.subarray(start, newline)]).toString('utf8');
+        this.pending = null;
+      } else {
+        text = chunk.toString('utf8', start, newline); // no Buffer view per line
+      }
+      const parsed = parseLine(text);
       if (parsed) out.push(parsed);
       start = newline + 1;
       newline = chunk.indexOf(NEWLINE, start);
@@ -56,13 +60,15 @@ export class NdjsonSplitter {
     const rest = this.pending;
     this.pending = null;
     if (!rest) return;
-    const parsed = parseLine(rest);
+    const parsed = parseLine(rest.toString('utf8'));
     if (parsed) out.push(parsed);
   }
 }
 
-function parseLine(line: Buffer): object | null {
-  const text = line.toString('utf8').trim();
+function parseLine(line: string): object | null {
+  // Ollama's lines start with their object; JSON.parse itself skips a trailing \r or spaces. Anything
+  // else is trimmed first (a blank line is skipped).
+  const text = line.charCodeAt(0) === 0x7b ? line : line.trim();
   if (text === '') return null;
   const value: unknown = JSON.parse(text); // a SyntaxError here is "Ollama sent garbage"
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {

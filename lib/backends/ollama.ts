@@ -178,11 +178,14 @@ export class OllamaBackend implements Backend {
   }
 }
 
+/** Shared by every line without tool calls (nearly all); frozen, since a chunk's list is only read. */
+const NO_TOOL_CALLS: readonly ToolCall[] = Object.freeze([]);
+
 function toChunk(line: RawLine): BackendChunk {
   const chunk: BackendChunk = {
     content: line.message?.content ?? line.response ?? '',
     thinking: line.message?.thinking ?? line.thinking ?? '',
-    toolCalls: (line.message?.tool_calls ?? []).map(fromOllamaToolCall),
+    toolCalls: line.message?.tool_calls?.length ? line.message.tool_calls.map(fromOllamaToolCall) : NO_TOOL_CALLS,
     done: line.done === true,
   };
   if (line.done_reason !== undefined) chunk.doneReason = line.done_reason;

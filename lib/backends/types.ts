@@ -19,7 +19,7 @@ export interface BackendChatRequest {
 export interface BackendChunk {
   content: string;
   thinking: string;
-  toolCalls: ToolCall[];
+  toolCalls: readonly ToolCall[];
   done: boolean;
   /** Only on the final chunk; Ollama omits zero counts, hence optional. */
   doneReason?: string;
