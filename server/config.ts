@@ -6,6 +6,11 @@ import { z } from 'zod';
 
 const integer = (fallback: number, min = 0) => z.coerce.number().int().min(min).default(fallback);
 
+/** Node's (and undici's) timers fire at once, not never, for a delay past 2^31 − 1 ms (~24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
+/** Milliseconds for a timer. */
+const duration = (fallback: number, min = 0) => z.coerce.number().int().min(min).max(MAX_TIMER_MS).default(fallback);
+
 /** `OLLAMA_HOST` as Ollama reads it: `host`, `host:port`, `:port` or a URL; several separated by commas. */
 function normaliseOllamaHost(value: string): string {
   let host = value.trim();
@@ -48,25 +53,25 @@ export const configSchema = z.object({
     .default('1mb'),
   /** Output bound for credit reservations when neither request nor model sets one. */
   DEFAULT_MAX_OUTPUT_TOKENS: integer(4096, 1),
-  OLLAMA_HEADERS_TIMEOUT_MS: integer(30 * 60_000),
+  OLLAMA_HEADERS_TIMEOUT_MS: duration(30 * 60_000),
   /** Streams: how long the headers wait for Ollama's first token before opening with keep-alives. */
-  SSE_HEADER_GRACE_MS: integer(5_000),
+  SSE_HEADER_GRACE_MS: duration(5_000),
   /** Streams: silence after which a `: keep-alive` comment is written (0 turns them off). */
-  SSE_KEEP_ALIVE_MS: integer(10_000),
-  /** Streams: how long a client may leave what was sent unread before it counts as gone. */
-  SSE_STALL_MS: integer(60_000, 1),
-  OLLAMA_BODY_TIMEOUT_MS: integer(10 * 60_000),
+  SSE_KEEP_ALIVE_MS: duration(10_000),
+  /** Streams: how long a client may take nothing of what was sent before it counts as gone (0: never). */
+  SSE_STALL_MS: duration(60_000),
+  OLLAMA_BODY_TIMEOUT_MS: duration(10 * 60_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Requests in flight per Ollama host and model; set it like Ollama's OLLAMA_NUM_PARALLEL. */
   BACKEND_CONCURRENCY: integer(1, 1),
   /** Requests waiting in the gateway for a slot; past that, 503 with Retry-After. */
   QUEUE_LIMIT: integer(256),
   /** First cool-down of a failed Ollama host before a health probe (doubles per failed probe, up to 60 s). */
-  BACKEND_COOLDOWN_MS: integer(5_000, 1),
+  BACKEND_COOLDOWN_MS: duration(5_000, 1),
   /** Background refresh of each host's model list (/api/tags); 0 turns it off. */
-  MODEL_REFRESH_MS: integer(30_000),
+  MODEL_REFRESH_MS: duration(30_000),
   /** On SIGTERM/SIGINT, how long running requests may take to finish before they are cut. */
-  SHUTDOWN_GRACE_MS: integer(30_000),
+  SHUTDOWN_GRACE_MS: duration(30_000),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -71,21 +71,33 @@ export class SseWriter {
   /**
    * Waits until the client has taken what was written, so that a client that stops reading stops the
    * relay (and, through the answer stream's backpressure, Ollama) instead of growing a buffer the size
-   * of the whole answer. False when it took longer than `timeoutMs`: the caller gives up on the client.
+   * of the whole answer. False when the client took nothing at all for `stallMs` (0: wait for ever):
+   * the caller gives up on it. A slow reader that keeps taking something is waited for.
    */
-  drained(timeoutMs: number): Promise<boolean> {
+  drained(stallMs: number): Promise<boolean> {
     const res = this.res;
     if (!res.writableNeedDrain || res.destroyed) return Promise.resolve(true);
     return new Promise((resolve) => {
+      let least = res.writableLength;
+      let progressAt = Date.now();
+      const watch =
+        stallMs > 0
+          ? setInterval(() => {
+              // Progress is the unsent backlog shrinking; new writes (keep-alives) do not count.
+              if (res.writableLength < least) {
+                least = res.writableLength;
+                progressAt = Date.now();
+              } else if (Date.now() - progressAt >= stallMs) settle(false);
+            }, Math.max(10, Math.min(1_000, Math.floor(stallMs / 4))))
+          : undefined;
       const settle = (ok: boolean) => {
-        clearTimeout(timer);
+        clearInterval(watch);
         res.off('drain', onDrain);
         res.off('close', onClose);
         resolve(ok);
       };
       const onDrain = () => settle(true);
       const onClose = () => settle(true); // gone: the caller sees its signal aborted
-      const timer = setTimeout(() => settle(false), timeoutMs);
       res.on('drain', onDrain);
       res.on('close', onClose);
     });

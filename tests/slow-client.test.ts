@@ -51,4 +51,5 @@ describe('a streaming client that stops reading', () => {
       socket.destroy();
     }
   });
+
 });

@@ -27,8 +27,9 @@ export interface StreamRenderer {
 export const SSE_HEADER_GRACE_MS = 5_000;
 
 /**
- * How long a client may leave what was sent unread before it counts as gone: its generation is then
- * stopped and billed as far as it was relayed. Meanwhile Ollama is held back, not the gateway's memory.
+ * How long a client may take nothing of what was sent before it counts as gone: its generation is
+ * then stopped and billed as far as it was relayed. Meanwhile Ollama is held back, not the gateway's
+ * memory. A slow reader that keeps taking something is never cut off.
  */
 export const SSE_STALL_MS = 60_000;
 
