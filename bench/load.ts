@@ -1,6 +1,7 @@
 /**
  * The load generator: N requests over C keep-alive connections, with per-request latency, and for
- * streams the time to first data and the gaps between data chunks.
+ * streams the time to first data, the gaps between data chunks, and — when the double stamps its
+ * tokens with the time it wrote them (`stampTokens`) — each token's transit time to this client.
  */
 import { Pool } from 'undici';
 
@@ -31,8 +32,21 @@ export interface RunStats {
    */
   steadyGapP99Ms?: number;
   steadyGapMaxMs?: number;
+  /**
+   * Streams from a stamping double only: from the double writing a token to this client reading it
+   * (the same monotonic clock in both processes). Direct, this is the machine's own delivery time;
+   * through a proxy or the gateway, the difference is what the hop added to each token.
+   */
+  transitP50Ms?: number;
+  transitP99Ms?: number;
+  transitMaxMs?: number;
+  /** The same once every stream has had its first data (see `steadyGapP99Ms`). */
+  steadyTransitP99Ms?: number;
   chunks?: number;
 }
+
+/** A token's stamp in whatever framing carries it (NDJSON or SSE): `~t<ns>~`. */
+const STAMP = /~t(\d+)~/g;
 
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -48,6 +62,8 @@ export async function run(target: Target, connections: number, total: number, st
   const gaps: number[] = [];
   /** When each gap ended, and when the last stream got its first data, to tell the start from the rest. */
   const gapEnds: bigint[] = [];
+  const transits: number[] = [];
+  const transitEnds: bigint[] = [];
   let lastFirstData = 0n;
   let errors = 0;
   let issued = 0;
@@ -71,6 +87,10 @@ export async function run(target: Target, connections: number, total: number, st
               gapEnds.push(now);
             }
             chunks++;
+            for (const match of chunk.toString('latin1').matchAll(STAMP)) {
+              transits.push(ms(BigInt(match[1] as string), now));
+              transitEnds.push(now);
+            }
           }
           last = now;
           void chunk;
@@ -108,6 +128,16 @@ export async function run(target: Target, connections: number, total: number, st
       steadyGapMaxMs: steady[steady.length - 1] ?? NaN,
       chunks,
     });
+    if (transits.length > 0) {
+      const steadyTransits = transits.filter((_, i) => (transitEnds[i] as bigint) > lastFirstData).sort((a, b) => a - b);
+      transits.sort((a, b) => a - b);
+      Object.assign(stats, {
+        transitP50Ms: percentile(transits, 50),
+        transitP99Ms: percentile(transits, 99),
+        transitMaxMs: transits[transits.length - 1],
+        steadyTransitP99Ms: percentile(steadyTransits, 99),
+      });
+    }
   }
   return stats;
 }

@@ -65,8 +65,9 @@ export function startChild(script: string, args: string[], env: NodeJS.ProcessEn
 }
 
 /** Starts the Ollama double answering `tokens` tokens, `delayMs` apart. */
-export function startDouble(delayMs: number, tokens: number): Promise<{ url: string; child: ChildProcess }> {
-  return startChild(path.join(dist, 'bench', 'double-process.js'), [String(delayMs), String(tokens)]);
+/** The double in its own process; `stamp`: each token carries the time it was written (load.ts reads it). */
+export function startDouble(delayMs: number, tokens: number, stamp = false): Promise<{ url: string; child: ChildProcess }> {
+  return startChild(path.join(dist, 'bench', 'double-process.js'), [String(delayMs), String(tokens), ...(stamp ? ['stamp'] : [])]);
 }
 
 export function killChildren(): void {

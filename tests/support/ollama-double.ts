@@ -65,6 +65,12 @@ export interface DoubleOptions {
   tokenDelayMs?: number;
   /** Split writes at arbitrary bytes and coalesce lines, as TCP may deliver them. */
   fragment?: boolean;
+  /**
+   * Benchmarks only: each streamed token's text becomes `~t<ns>~`, the CLOCK_MONOTONIC time it was
+   * written (process.hrtime, the same clock in every process on the machine), so a client can tell how
+   * long each token took to reach it.
+   */
+  stampTokens?: boolean;
   /** Concurrent generations (Ollama's OLLAMA_NUM_PARALLEL); 0 means unbounded. */
   parallel?: number;
   /** Waiting generations beyond which the double answers 503 "server busy" (OLLAMA_MAX_QUEUE). */
@@ -385,6 +391,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     for (const l of lines) {
       if (gone.aborted) return;
       record.generated++;
+      if (options.stampTokens) stamp(l);
       await writer.write(l);
       if (options.tokenDelayMs) await sleep(options.tokenDelayMs);
     }
@@ -531,6 +538,14 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', () => resolve()));
   double.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return double;
+}
+
+/** Replaces a token line's text with the time it is written (see `stampTokens`). */
+function stamp(line: Record<string, unknown>): void {
+  const message = line.message as { content?: string } | undefined;
+  const text = `~t${process.hrtime.bigint()}~`;
+  if (message?.content) message.content = text;
+  else if (typeof line.response === 'string' && line.response) line.response = text;
 }
 
 /** Resolves when `res` can take more (drained) or never will (closed). */
