@@ -68,6 +68,11 @@ export class SseWriter {
     this.res.end(`${text}data: [DONE]\n\n`);
   }
 
+  /** Whether the client has not yet taken what was written (past the socket's buffer). */
+  get backlogged(): boolean {
+    return this.res.writableNeedDrain && !this.res.destroyed;
+  }
+
   /**
    * Waits until the client has taken what was written, so that a client that stops reading stops the
    * relay (and, through the answer stream's backpressure, Ollama) instead of growing a buffer the size
@@ -76,7 +81,7 @@ export class SseWriter {
    */
   drained(stallMs: number): Promise<boolean> {
     const res = this.res;
-    if (!res.writableNeedDrain || res.destroyed) return Promise.resolve(true);
+    if (!this.backlogged) return Promise.resolve(true);
     return new Promise((resolve) => {
       let least = res.writableLength;
       let progressAt = Date.now();

@@ -80,7 +80,8 @@ export async function relayAsSse(
       }
       sse.send(frames, finished);
       if (finished) return;
-      if (!(await sse.drained(options.stallMs ?? SSE_STALL_MS))) {
+      // Checked before awaiting: a client that keeps up (nearly always) costs no promise per token.
+      if (sse.backlogged && !(await sse.drained(options.stallMs ?? SSE_STALL_MS))) {
         // Leaving the loop stops Ollama and bills what was relayed, as for a client that left.
         res.destroy();
         return;
