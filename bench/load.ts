@@ -76,6 +76,7 @@ export async function run(target: Target, connections: number, total: number, st
       try {
         const res = await pool.request({ method: 'POST', path: target.path, headers: target.headers, body: target.body });
         let last: bigint | null = null;
+        let carry = '';
         for await (const chunk of res.body) {
           const now = process.hrtime.bigint();
           if (stream) {
@@ -87,10 +88,15 @@ export async function run(target: Target, connections: number, total: number, st
               gapEnds.push(now);
             }
             chunks++;
-            for (const match of chunk.toString('latin1').matchAll(STAMP)) {
+            // A stamp may be cut between two reads: the tail after the last whole one is kept.
+            const text = carry + chunk.toString('latin1');
+            let end = 0;
+            for (const match of text.matchAll(STAMP)) {
               transits.push(ms(BigInt(match[1] as string), now));
               transitEnds.push(now);
+              end = match.index + match[0].length;
             }
+            carry = text.slice(Math.max(end, text.length - 40));
           }
           last = now;
           void chunk;

@@ -76,8 +76,14 @@ export class SseWriter {
   /**
    * Waits until the client has taken what was written, so that a client that stops reading stops the
    * relay (and, through the answer stream's backpressure, Ollama) instead of growing a buffer the size
-   * of the whole answer. False when the client took nothing at all for `stallMs` (0: wait for ever):
-   * the caller gives up on it. A slow reader that keeps taking something is waited for.
+   * of the whole answer. False when the backlog did not shrink for `stallMs` (0: wait for ever): the
+   * caller gives up on the client.
+   *
+   * What the gateway can see is its own backlog, not the client's reads: the kernel's socket buffers
+   * (megabytes on a fast link) take what the client reads first, and Linux wakes a blocked writer only
+   * once a third of its send buffer is free. A reader slow enough not to free that much within
+   * `stallMs` (on loopback, about 20 KB/s against the 60 s default) looks stalled once an answer has
+   * filled those buffers — megabytes, far more than a chat answer.
    */
   drained(stallMs: number): Promise<boolean> {
     const res = this.res;

@@ -24,7 +24,7 @@ class Backlog extends EventEmitter {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('SseWriter.drained', () => {
-  test('a client that takes nothing for stallMs is given up', async () => {
+  test('a backlog that does not shrink for stallMs is given up', async () => {
     const res = new Backlog();
     const started = Date.now();
     expect(await new SseWriter(res as unknown as Response, 0).drained(200)).toBe(false);
@@ -32,7 +32,7 @@ describe('SseWriter.drained', () => {
     expect(res.listenerCount('drain') + res.listenerCount('close')).toBe(0);
   });
 
-  test('a slow client that keeps taking something is waited for well past stallMs', async () => {
+  test('a backlog that keeps shrinking is waited for well past stallMs', async () => {
     const res = new Backlog();
     const wait = new SseWriter(res as unknown as Response, 0).drained(200);
     let settled: boolean | undefined;

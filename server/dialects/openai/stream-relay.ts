@@ -27,9 +27,9 @@ export interface StreamRenderer {
 export const SSE_HEADER_GRACE_MS = 5_000;
 
 /**
- * How long a client may take nothing of what was sent before it counts as gone: its generation is
- * then stopped and billed as far as it was relayed. Meanwhile Ollama is held back, not the gateway's
- * memory. A slow reader that keeps taking something is never cut off.
+ * How long a client's backlog may stay full before the client counts as gone: its generation is then
+ * stopped and billed as far as it was relayed. Meanwhile Ollama is held back, not the gateway's
+ * memory. (A very slow reader of a very long answer can look stalled: see SseWriter.drained.)
  */
 export const SSE_STALL_MS = 60_000;
 
