@@ -34,12 +34,12 @@ describe('SseWriter.drained', () => {
 
   test('a backlog that keeps shrinking is waited for well past stallMs', async () => {
     const res = new Backlog();
-    const wait = new SseWriter(res as unknown as Response, 0).drained(200);
+    const wait = new SseWriter(res as unknown as Response, 0).drained(400);
     let settled: boolean | undefined;
     void wait.then((ok) => (settled = ok));
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 19; i++) {
       await sleep(60);
-      res.take(50_000); // 600 ms in all, three times stallMs
+      res.take(50_000); // 1.1 s in all, almost three times stallMs (and a busy machine's sleeps have room)
       expect(settled).toBeUndefined();
     }
     res.take(Infinity);
