@@ -7,6 +7,7 @@
  * row exactly once.
  */
 import type { BackendPool, Lease } from './backends/pool';
+import { ENDED, nextBatch, type BatchSource } from './batch-source';
 import type { BackendChunk } from './backends/types';
 import { GatewayError, toGatewayError } from './errors';
 import { reserveEstimate, type Metering, type Tab } from './metering';
@@ -35,10 +36,14 @@ export interface ChatExecution {
   model: ModelEntry;
   /**
    * Deltas, then exactly one `done`, in batches: one per read from Ollama, so a route writes what
-   * arrived together in one write. Throws a GatewayError if Ollama fails mid-answer.
+   * arrived together in one write. Throws a GatewayError if Ollama fails mid-answer. A consumer that
+   * stops before the `done` must `cancel()` (or `return()`): Ollama is stopped and the usage billed.
    */
-  events: AsyncGenerator<ChatEvent[], void, undefined>;
+  events: ChatEvents;
 }
+
+/** The events of one generation: read synchronously (lib/batch-source.ts) or as an async iterator. */
+export type ChatEvents = BatchSource<ChatEvent> & AsyncIterableIterator<ChatEvent[], undefined>;
 
 /** One generation, admitted and ready to send to Ollama. */
 interface Generation {
@@ -125,9 +130,9 @@ export class ChatService {
   }
 
   /** Calls Ollama for an admitted generation and returns the relay of its answer; a failure is settled on `tab`. */
-  private async start(ctx: CallContext, generation: Generation, tab: Tab): Promise<AsyncGenerator<ChatEvent[], void, undefined>> {
+  private async start(ctx: CallContext, generation: Generation, tab: Tab): Promise<ChatEvents> {
     const { model, request } = generation;
-    let dispatched: { lease: Lease; result: AsyncIterable<BackendChunk[]> };
+    let dispatched: { lease: Lease; result: BatchSource<BackendChunk> };
     try {
       // Waits its turn in the fair queue, then calls Ollama; a failure before the first byte is retried
       // once on another host. On failure the pool has already released the slot.
@@ -145,106 +150,148 @@ export class ChatService {
     } catch (err) {
       throw tab.fail(err, ctx.signal.aborted);
     }
-    return relay(ctx, generation, dispatched.lease, dispatched.result, tab, this.now);
+    return new RelayedAnswer(ctx, generation, dispatched.lease, dispatched.result, tab, this.now);
   }
 }
 
 /**
  * Relays Ollama's chunks as events. The generation ends exactly once — settled on `tab`, its slot
- * freed — by whichever comes first: the final line, a failure, the consumer stopping early, or the
+ * freed — by whichever comes first: the final line, a failure, the consumer cancelling early, or the
  * client leaving. The last is handled by an abort listener, so a client that leaves before the
- * events are ever iterated still gets its reservation settled and its slot released.
+ * events are ever read still gets its reservation settled and its slot released.
+ *
+ * A batch source (lib/batch-source.ts) read synchronously, so a route that keeps up with Ollama costs
+ * no promise per token; `next()` serves the async-iterator consumers.
  */
-function relay(
-  ctx: CallContext,
-  generation: Generation,
-  lease: Lease,
-  batches: AsyncIterable<BackendChunk[]>,
-  tab: Tab,
-  now: () => number,
-): AsyncGenerator<ChatEvent[], void, undefined> {
-  const encoding = generation.model.tokenizer ?? undefined;
-  let relayedText = '';
-  let ended = false;
-  /** Set when the generation ended as failed: what every later exit path throws. */
-  let failure: GatewayError | undefined;
+class RelayedAnswer implements ChatEvents {
+  private readonly encoding: string | undefined;
+  private relayedText = '';
+  private firstTokenAt: number | null = null;
+  /** The slot is freed and the tab settled (or being settled): nothing more is billed. */
+  private ended = false;
+  /** The final event has been read: every later read is `ENDED`. */
+  private finished = false;
+  /** Set when the generation ended as failed: what every later read throws. */
+  private failure: GatewayError | undefined;
+
+  constructor(
+    private readonly ctx: CallContext,
+    private readonly generation: Generation,
+    private readonly lease: Lease,
+    private readonly source: BatchSource<BackendChunk>,
+    private readonly tab: Tab,
+    private readonly now: () => number,
+  ) {
+    this.encoding = generation.model.tokenizer ?? undefined;
+    // The client may have left while the request was being dispatched: a listener added now would never fire.
+    if (ctx.signal.aborted) this.leave();
+    else ctx.signal.addEventListener('abort', this.leave, { once: true });
+  }
+
+  read(): ChatEvent[] | null | typeof ENDED {
+    // Ended by the client leaving (it was billed up to here) or by a failure: relay nothing more.
+    if (this.failure) throw this.failure;
+    if (this.finished) return ENDED;
+    let batch: BackendChunk[] | null | typeof ENDED;
+    try {
+      batch = this.source.read();
+      if (batch === ENDED) throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
+    } catch (err) {
+      throw this.fail(err, this.ctx.signal.aborted);
+    }
+    if (batch === null) return null;
+    // Empty batches too (lines without text, e.g. an empty first token): a stream's headers go out
+    // with its first batch, and must not wait for the first line with text.
+    const out: ChatEvent[] = [];
+    for (const chunk of batch) {
+      if (chunk.content || chunk.thinking || chunk.toolCalls.length) {
+        this.firstTokenAt ??= this.now();
+        this.relayedText += chunk.content + chunk.thinking;
+        const delta: ChatEvent = { type: 'delta', content: chunk.content };
+        if (chunk.thinking) delta.thinking = chunk.thinking;
+        if (chunk.toolCalls.length) delta.toolCalls = chunk.toolCalls;
+        out.push(delta);
+      }
+      if (chunk.done) {
+        out.push(this.finish(chunk));
+        break;
+      }
+    }
+    return out;
+  }
+
+  whenReadable(callback: () => void): void {
+    if (this.failure || this.finished) queueMicrotask(callback);
+    else this.source.whenReadable(callback);
+  }
+
+  /** The consumer stopped early (the client left, or it stopped reading): billed as far as relayed. */
+  cancel(): void {
+    if (!this.ended) this.fail(undefined, true);
+    // After the final line this only lets the connection go back to the pool.
+    this.source.cancel();
+  }
+
+  next(): Promise<IteratorResult<ChatEvent[], undefined>> {
+    return nextBatch(this);
+  }
+
+  return(): Promise<IteratorResult<ChatEvent[], undefined>> {
+    this.cancel();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  private finish(chunk: BackendChunk): ChatEvent {
+    const { generation } = this;
+    // Ollama omits zero counts; tiktoken fills in what it left out.
+    const usage: Usage = {
+      promptTokens: chunk.promptEvalCount ?? generation.promptTokens(),
+      completionTokens: chunk.evalCount ?? countTokens(this.relayedText, this.encoding),
+    };
+    this.end();
+    this.finished = true;
+    // Only the end of the body is left to read: the connection goes back to the pool.
+    this.source.cancel();
+    const cost = this.tab.done(usage);
+    const finished = this.now();
+    return {
+      type: 'done',
+      finishReason: finishReasonOf(chunk.doneReason),
+      usage,
+      cost,
+      timings: { timeToFirstTokenMs: (this.firstTokenAt ?? finished) - generation.startedAt, totalMs: finished - generation.startedAt },
+    };
+  }
 
   /** Takes the abort listener off and frees the slot; false when the generation had already ended. */
-  const end = (): boolean => {
-    if (ended) return false;
-    ended = true;
-    ctx.signal.removeEventListener('abort', leave);
-    lease.release();
+  private end(): boolean {
+    if (this.ended) return false;
+    this.ended = true;
+    this.ctx.signal.removeEventListener('abort', this.leave);
+    this.lease.release();
     return true;
-  };
-  /** Ends the generation as failed, billing what was relayed: its tokens, plus the prompt that produced them. */
-  const fail = (err: unknown, clientLeft: boolean): GatewayError => {
-    if (end()) {
-      const completionTokens = countTokens(relayedText, encoding);
-      failure = tab.fail(err, clientLeft, { promptTokens: completionTokens > 0 ? generation.promptTokens() : 0, completionTokens });
-    }
-    return failure ?? toGatewayError(err);
-  };
-  function leave(): void {
-    fail(undefined, true);
   }
-  // The client may have left while the request was being dispatched: a listener added now would never fire.
-  if (ctx.signal.aborted) leave();
-  else ctx.signal.addEventListener('abort', leave, { once: true });
 
-  async function* events(): AsyncGenerator<ChatEvent[], void, undefined> {
-    let firstTokenAt: number | null = null;
-    try {
-      for await (const batch of batches) {
-        // Ended by the client leaving: relay nothing more (it was billed up to here).
-        if (failure) throw failure;
-        const out: ChatEvent[] = [];
-        for (const chunk of batch) {
-          if (chunk.content || chunk.thinking || chunk.toolCalls.length) {
-            firstTokenAt ??= now();
-            relayedText += chunk.content + chunk.thinking;
-            const delta: ChatEvent = { type: 'delta', content: chunk.content };
-            if (chunk.thinking) delta.thinking = chunk.thinking;
-            if (chunk.toolCalls.length) delta.toolCalls = chunk.toolCalls;
-            out.push(delta);
-          }
-          if (chunk.done) {
-            // Ollama omits zero counts; tiktoken fills in what it left out.
-            const usage: Usage = {
-              promptTokens: chunk.promptEvalCount ?? generation.promptTokens(),
-              completionTokens: chunk.evalCount ?? countTokens(relayedText, encoding),
-            };
-            end();
-            const cost = tab.done(usage);
-            const finished = now();
-            out.push({
-              type: 'done',
-              finishReason: finishReasonOf(chunk.doneReason),
-              usage,
-              cost,
-              timings: { timeToFirstTokenMs: (firstTokenAt ?? finished) - generation.startedAt, totalMs: finished - generation.startedAt },
-            });
-            yield out;
-            return;
-          }
-        }
-        // Yielded even when empty (lines without text, e.g. an empty first token): a stream's headers
-        // go out with its first batch, and must not wait for the first line with text.
-        yield out;
-      }
-      throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
-    } catch (err) {
-      throw fail(err, ctx.signal.aborted);
-    } finally {
-      // Reached before the end: the consumer stopped reading (the client left).
-      if (!ended) fail(undefined, true);
+  /** Ends the generation as failed, billing what was relayed: its tokens, plus the prompt that produced them. */
+  private fail(err: unknown, clientLeft: boolean): GatewayError {
+    if (this.end()) {
+      const completionTokens = countTokens(this.relayedText, this.encoding);
+      this.failure = this.tab.fail(err, clientLeft, { promptTokens: completionTokens > 0 ? this.generation.promptTokens() : 0, completionTokens });
     }
+    return this.failure ?? toGatewayError(err);
   }
-  return events();
+
+  private readonly leave = (): void => {
+    this.fail(undefined, true);
+  };
 }
 
 /** Gathers a whole answer from its events. */
-async function collect(events: AsyncGenerator<ChatEvent[], void, undefined>): Promise<ChatResult> {
+async function collect(events: ChatEvents): Promise<ChatResult> {
   let content = '';
   let thinking = '';
   const toolCalls: ToolCall[] = [];

@@ -5,8 +5,8 @@
  * Why not `request()` and an async iterator over its body: every read then went through a Node
  * Readable, and every line through three async generators (reader, backend relay, core relay) before
  * it reached the route — promises and microtasks per token that were a large share of the gateway's
- * CPU (bench/README.md). Here a read costs one callback, and the consumer's `next()` takes everything
- * that arrived since it last asked.
+ * CPU (bench/README.md). Here a read costs one callback, and the consumer's `read()` takes everything
+ * that arrived since it last asked (lib/batch-source.ts).
  *
  * A socket read holds many HTTP chunks when Ollama is fast (each of its lines is a chunk of its own),
  * and undici reports each separately: the consumer is woken in a microtask, after the whole read has
@@ -16,6 +16,7 @@
  * stops reading cannot make the gateway buffer a whole answer.
  */
 import type { Dispatcher } from 'undici';
+import { ENDED, nextBatch, type BatchSource } from '../batch-source';
 import { errorMessageFrom, OllamaResponseError } from './failures';
 import { NdjsonSplitter } from './ndjson';
 
@@ -44,10 +45,10 @@ export interface AnswerStreamOptions<T> {
   midStream: (err: unknown) => unknown;
 }
 
-export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterableIterator<T[]> {
+export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<T>, AsyncIterableIterator<T[], undefined> {
   private controller: Dispatcher.DispatchController | null = null;
   private readonly splitter = new NdjsonSplitter();
-  /** Lines read and not yet taken by `next()`, in order, and their size on the wire. */
+  /** Lines read and not yet taken by `read()`, in order, and their size on the wire. */
   private queued: T[] = [];
   private queuedBytes = 0;
   private failure: unknown = NO_FAILURE;
@@ -56,7 +57,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
   private errorBody: Buffer[] | null = null;
   private errorBytes = 0;
   private status = 0;
-  /** A waiting `ready()` or `next()`, called when something changed. */
+  /** A waiting `ready()` or reader, called when something changed. */
   private notify: (() => void) | null = null;
   private wakeScheduled = false;
   private readonly detach: () => void;
@@ -166,21 +167,25 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
     });
   }
 
-  /** Everything read since the last call, as one batch; waits when nothing is. */
-  next(): Promise<IteratorResult<T[]>> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (this.queued.length > 0) resolve({ value: this.take(), done: false });
-        else if (this.failure !== NO_FAILURE) reject(this.midStream(this.failure));
-        else if (this.ended) resolve({ value: undefined, done: true });
-        else this.notify = check;
-      };
-      check();
-    });
+  /** Everything read since the last call, as one batch; `null` when nothing is yet. */
+  read(): T[] | null | typeof ENDED {
+    if (this.queued.length > 0) return this.take();
+    if (this.failure !== NO_FAILURE) throw this.midStream(this.failure);
+    return this.ended ? ENDED : null;
+  }
+
+  whenReadable(callback: () => void): void {
+    this.notify = callback;
+    if (this.queued.length > 0 || this.failure !== NO_FAILURE || this.ended) this.wake();
+  }
+
+  /** `read()` as a promise, for consumers that want an async iterator (tests). */
+  next(): Promise<IteratorResult<T[], undefined>> {
+    return nextBatch(this);
   }
 
   /** The consumer stopped early (`break`, a throw): Ollama is told to stop. */
-  return(): Promise<IteratorResult<T[]>> {
+  return(): Promise<IteratorResult<T[], undefined>> {
     this.cancel();
     return Promise.resolve({ value: undefined, done: true });
   }
@@ -234,7 +239,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, AsyncIterabl
     this.wake();
   }
 
-  /** Lets a waiting `ready()` or `next()` look again, once the read being parsed is done. */
+  /** Lets a waiting `ready()` or reader look again, once the read being parsed is done. */
   private wake(): void {
     if (!this.notify || this.wakeScheduled) return;
     this.wakeScheduled = true;

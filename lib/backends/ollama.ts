@@ -9,6 +9,7 @@
 import { Ollama, type ChatRequest as OllamaChatRequest, type GenerateRequest, type Message, type Options } from 'ollama';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
+import type { BatchSource } from '../batch-source';
 import { AnswerStream } from './answer-stream';
 import { failureBeforeFirstByte, failureMidStream } from './failures';
 import type { Backend, BackendChatRequest, BackendChunk, BackendModel, EmbedResult } from './types';
@@ -86,7 +87,7 @@ export class OllamaBackend implements Backend {
     return new Ollama({ host: this.url, fetch: fetchWithSignal });
   }
 
-  async chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk[]>> {
+  async chat(request: BackendChatRequest): Promise<BatchSource<BackendChunk>> {
     const isChat = request.input.kind === 'messages';
     const body = isChat ? { ...this.chatBody(request), stream: true } : { ...this.generateBody(request), stream: true };
     // undici's dispatch() with our own handler: no Readable, async iterator or AbortController per

@@ -2,6 +2,7 @@
  * What the core needs from an inference host. The Ollama implementation is the real one; tests run
  * it against the Ollama test double rather than swapping this interface out.
  */
+import type { BatchSource } from '../batch-source';
 import type { ChatInput, ChatRequest, ToolCall } from '../types';
 
 export interface BackendChatRequest {
@@ -46,10 +47,10 @@ export interface Backend {
   readonly url: string;
   /**
    * Streams the answer as batches of chunks: each batch is every line that arrived since the consumer
-   * last asked (at Ollama's pace, one per token; in a burst, many). The promise settles when Ollama's
-   * first line arrives (that is when it sends headers). Stopping the iteration early stops Ollama.
+   * last read (at Ollama's pace, one per token; in a burst, many). The promise settles when Ollama's
+   * first line arrives (that is when it sends headers). Cancelling before the final line stops Ollama.
    */
-  chat(request: BackendChatRequest): Promise<AsyncIterable<BackendChunk[]>>;
+  chat(request: BackendChatRequest): Promise<BatchSource<BackendChunk>>;
   embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult>;
   listModels(signal?: AbortSignal): Promise<BackendModel[]>;
   version(signal?: AbortSignal): Promise<string>;

@@ -10,7 +10,8 @@
  */
 import type { Response } from 'express';
 import { GatewayError, toGatewayError } from '../../../lib/errors';
-import type { ChatExecution } from '../../../lib/chat';
+import { ENDED } from '../../../lib/batch-source';
+import type { ChatEvents, ChatExecution } from '../../../lib/chat';
 import type { ChatEvent } from '../../../lib/types';
 import { SseWriter } from '../../sse';
 import { openaiErrorObject } from './errors';
@@ -61,39 +62,64 @@ export async function relayAsSse(
     sse.send(preamble);
     preamble = [];
   }
+  let events: ChatEvents | undefined;
   try {
-    const { events } = first === 'late' ? await opening : first;
-    for await (const batch of events) {
-      // The client left: stop reading, which makes the core abort Ollama and bill what was relayed.
-      if (signal.aborted) break;
-      // What arrived from Ollama together goes out together: one write per batch, the last one ending
-      // the response too (when it is also the first, headers, answer and end are a single packet).
-      const frames = preamble;
-      preamble = [];
-      let finished = false;
-      for (const event of batch) {
-        if (event.type === 'delta') frames.push(...render.delta(event));
-        else {
-          frames.push(...render.done(event));
-          finished = true;
-        }
-      }
-      sse.send(frames, finished);
-      if (finished) return;
-      // Checked before awaiting: a client that keeps up (nearly always) costs no promise per token.
-      if (sse.backlogged && !(await sse.drained(options.stallMs ?? SSE_STALL_MS))) {
-        // Leaving the loop stops Ollama and bills what was relayed, as for a client that left.
-        res.destroy();
-        return;
-      }
-    }
-    if (signal.aborted) return void sse.end();
-    throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
+    events = (first === 'late' ? await opening : first).events;
+    await pump(events);
   } catch (err) {
     if (signal.aborted) return void sse.end();
     // The same error object a status reply would carry, so clients can tell a missing model from a crash.
     sse.send([...preamble, { error: openaiErrorObject(toGatewayError(err)) }], true);
   } finally {
+    // Stopped before the final event (the client left or stalled): Ollama is stopped and what was
+    // relayed billed. After it, this only returns Ollama's connection to the pool.
+    events?.cancel();
     sse.stop();
+  }
+
+  /**
+   * Writes each batch as it becomes readable, in the callback that brings it: no promise per batch for
+   * a client that keeps up. Settles once the final event is written, or the client is gone.
+   */
+  function pump(source: ChatEvents): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const writeWhatIsThere = (): void => {
+        try {
+          for (;;) {
+            // The client left: stop reading, which makes the core abort Ollama and bill what was relayed.
+            if (signal.aborted) return resolve(void sse.end());
+            const batch = source.read();
+            if (batch === null) return source.whenReadable(writeWhatIsThere);
+            if (batch === ENDED) throw new GatewayError('backend_error', 'Ollama ended the answer without a final line.');
+            // What arrived from Ollama together goes out together: one write per batch, the last one ending
+            // the response too (when it is also the first, headers, answer and end are a single packet).
+            const frames = preamble;
+            preamble = [];
+            let finished = false;
+            for (const event of batch) {
+              if (event.type === 'delta') frames.push(...render.delta(event));
+              else {
+                frames.push(...render.done(event));
+                finished = true;
+              }
+            }
+            sse.send(frames, finished);
+            if (finished) return resolve();
+            if (sse.backlogged) {
+              sse.drained(options.stallMs ?? SSE_STALL_MS).then((keptUp) => {
+                if (keptUp) return writeWhatIsThere();
+                // Given up: as for a client that left, Ollama is stopped (finally above) and what was relayed billed.
+                res.destroy();
+                resolve();
+              }, reject);
+              return;
+            }
+          }
+        } catch (err) {
+          reject(err);
+        }
+      };
+      writeWhatIsThere();
+    });
   }
 }
