@@ -85,7 +85,8 @@ describe('several Ollama hosts', () => {
     expect(d1.generations()).toHaveLength(2);
   });
 
-  test('an error in place of the first token fails that request only: no retry elsewhere, no host taken out', async () => {
+  test('an error line in place of the first token (Ollama before 0.12.6) fails that request only: no retry elsewhere, no host taken out', async () => {
+    d1.options.errorLineBeforeFirstToken = true;
     d1.queue.push({ kind: 'error-mid', tokens: [], message: 'error parsing tool call: unexpected end of JSON input' });
     const res = await chat({ prompt: 'a prompt the model chokes on' });
     expect(res.status).toBe(502);
@@ -93,6 +94,46 @@ describe('several Ollama hosts', () => {
     expect([d1.generations().length, d2.generations().length]).toEqual([1, 0]);
     expect((await health(h)).backends.map((b) => b.state)).toEqual(['up', 'up']);
     expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+  });
+
+  test("a prompt the model chokes on everywhere (Ollama's 500 at the first token): tried on the other host once, 502, no host taken out", async () => {
+    const choke = { kind: 'error-mid', tokens: [], message: 'error parsing tool call: unexpected end of JSON input' } as const;
+    for (let i = 0; i < 3; i++) {
+      d1.queue.push(choke);
+      d2.queue.push(choke);
+      const res = await chat({ prompt: `a prompt the model chokes on, try ${i}` });
+      expect(res.status).toBe(502);
+      expect(res.body.error).toMatch(/Ollama answered 500: error parsing tool call/);
+      expect((await health(h)).backends.map((b) => [b.state, b.reachable])).toEqual([
+        ['up', true],
+        ['up', true],
+      ]);
+      expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+    }
+    // Each request was asked of both hosts, once each: one retry, never more.
+    expect([d1.generations().length, d2.generations().length]).toEqual([3, 3]);
+    // Both still serve.
+    const res = await chat({ prompt: 'fine now' });
+    expect(res.status).toBe(200);
+  });
+
+  test("Ollama's 500 on the only host with the model: 502 in the route's format; the host stays up and /ready 200", async () => {
+    d2.queue.push({ kind: 'error-before', status: 500, message: 'error parsing tool call: unexpected end of JSON input' });
+    const res = await chat({ prompt: 'only host 2 has it', model: 'covalid-2.0' });
+    expect(res.status).toBe(502);
+    expect(res.body).toMatchObject({ error: expect.stringMatching(/error parsing tool call/) });
+    expect([d1.generations().length, d2.generations().length]).toEqual([0, 1]);
+    expect((await health(h)).backends.map((b) => b.state)).toEqual(['up', 'up']);
+    expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+    expect((await chat({ prompt: 'again', model: 'covalid-2.0' })).status).toBe(200);
+  });
+
+  test('a 500 that is not Ollama\'s own (a proxy in front of it) takes the host out at once', async () => {
+    d1.queue.push({ kind: 'garbage', status: 500, body: '<html><body>500 Internal Server Error</body></html>', contentType: 'text/html' });
+    const res = await chat({ prompt: 'via a proxy' });
+    expect(res.status).toBe(200);
+    expect(d2.generations()).toHaveLength(1);
+    expect((await health(h)).backends[0]?.state).toBe('cooling');
   });
 
   test('503 busy on host 1 is retried on host 2 without taking host 1 out', async () => {

@@ -17,7 +17,7 @@
  */
 import type { Dispatcher } from 'undici';
 import { ENDED, nextBatch, type BatchSource } from '../batch-source';
-import { errorMessageFrom, OllamaResponseError } from './failures';
+import { OllamaResponseError } from './failures';
 import { NdjsonSplitter } from './ndjson';
 
 /** Bytes of lines read and not yet taken by the consumer before the socket is paused. */
@@ -129,7 +129,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<
     if (this.errorBody) {
       const text = Buffer.concat(this.errorBody).toString('utf8');
       this.errorBody = null;
-      return this.fail(new OllamaResponseError(errorMessageFrom(text, this.status), this.status));
+      return this.fail(OllamaResponseError.fromBody(text, this.status));
     }
     const lines: object[] = [];
     try {

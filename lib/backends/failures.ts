@@ -18,21 +18,34 @@ export class OllamaResponseError extends Error implements ResponseErrorLike {
   constructor(
     readonly error: string,
     readonly status_code: number,
+    /** The body was Ollama's own `{"error": "..."}`, not some other server's page. */
+    readonly fromOllama = false,
   ) {
     super(error);
   }
+
+  /** Reads an error answer's body: Ollama's `{"error": "..."}`, else the start of whatever came (a proxy's page). */
+  static fromBody(body: string, status: number): OllamaResponseError {
+    try {
+      const parsed = JSON.parse(body) as { error?: unknown };
+      if (typeof parsed.error === 'string') return new OllamaResponseError(parsed.error, status, true);
+    } catch {
+      // not JSON: fall through to the raw text
+    }
+    const text = body.trim().slice(0, 200);
+    return new OllamaResponseError(text === '' ? `HTTP ${status}` : text, status);
+  }
 }
 
-/** Ollama's message from an error body: `{"error": "..."}`, else the start of whatever came (a proxy's page). */
-export function errorMessageFrom(body: string, status: number): string {
-  try {
-    const parsed = JSON.parse(body) as { error?: unknown };
-    if (typeof parsed.error === 'string') return parsed.error;
-  } catch {
-    // not JSON: fall through to the raw text
-  }
-  const text = body.trim().slice(0, 200);
-  return text === '' ? `HTTP ${status}` : text;
+/**
+ * Ollama's own 500 before its first token. Since Ollama 0.12.6 an error before any byte is a real
+ * status, so this is either the host (a model that fails to load, a runner that died) or this request
+ * (a tool call the model made that Ollama could not parse, any error at the first token). Only another
+ * host can tell: the pool retries it there and takes this host out only if the other one serves it.
+ */
+export function isAmbiguousFailure(err: unknown): boolean {
+  const cause = err instanceof GatewayError ? err.cause : undefined;
+  return cause instanceof OllamaResponseError && cause.fromOllama && cause.status_code === 500;
 }
 
 function isResponseError(err: unknown): err is ResponseErrorLike {

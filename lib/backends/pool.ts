@@ -10,9 +10,13 @@
  *   while another host can serve, and health probes (/api/version) bring it back after a cool-down.
  *   With no healthy host left, the gateway still tries the others rather than refusing blindly.
  * - A request that failed before Ollama's first byte is retried once on another host with the model.
+ *   Ollama's own 500 may be the host's fault or the request's (failures.ts, `isAmbiguousFailure`):
+ *   that host is taken out only once another host has served the request, so a prompt that fails
+ *   everywhere cannot take the hosts out (nor, with one host, turn /ready to 503).
  */
 import { GatewayError } from '../errors';
 import { FairScheduler, type Assignment } from '../scheduler';
+import { isAmbiguousFailure } from './failures';
 import { OllamaStreamError } from './ndjson';
 import type { Backend, BackendModel } from './types';
 
@@ -205,19 +209,27 @@ export class BackendPool {
       const { failure, backend } = unwrap(wrapped);
       if (!backend) throw failure; // refused before any host was tried (queue full, no model, left)
       if (options.signal?.aborted) throw failure; // the client left: says nothing about the host
-      await this.noteFailure(backend, failure);
+      // The host's fault or this request's? When only another host can tell, it is asked first.
+      const ambiguous = isAmbiguousFailure(failure);
+      if (!ambiguous) await this.noteFailure(backend, failure);
       const exclude = new Set([backend]);
       const retry = !options.signal?.aborted && isRetryable(failure) && this.withModel(model, exclude).length > 0;
       if (!retry) throw failure;
+      let served: { lease: Lease; result: R };
       try {
         // The lists were looked up for the first attempt (and the failed host's refreshed by
         // noteFailure): the retry queues for the other hosts without looking them up again.
-        return await attempt(() => this.queue(model, { ...options, exclude }));
+        served = await attempt(() => this.queue(model, { ...options, exclude }));
       } catch (wrapped2) {
         const second = unwrap(wrapped2);
-        if (second.backend && !options.signal?.aborted) await this.noteFailure(second.backend, second.failure);
+        // An ambiguous failure there too (most likely the same one: the request's fault) takes neither
+        // host out: no host is left to tell.
+        if (second.backend && !options.signal?.aborted && !isAmbiguousFailure(second.failure)) await this.noteFailure(second.backend, second.failure);
         throw second.failure;
       }
+      // Another host served what this one failed: it was this host's.
+      if (ambiguous) await this.noteFailure(backend, failure);
+      return served;
     }
   }
 

@@ -3,8 +3,9 @@
  * benchmarks. It is strict where the real server is:
  * - NDJSON streams send no status or headers until the first line (after load + prompt evaluation);
  * - zero metrics are omitted, durations are integer nanoseconds, `<>&` are escaped as Go does;
- * - errors before the first line are a real status with `{"error"}`; after it, an `{"error"}` line
- *   and no `done` line; a stream can also just die or end without `done`;
+ * - errors before the first line are a real status with `{"error"}` (Ollama 0.12.6 and later; with
+ *   `errorLineBeforeFirstToken`, a 200 stream whose only line is the error, as before); after it, an
+ *   `{"error"}` line and no `done` line; a stream can also just die or end without `done`;
  * - a non-streamed answer (`stream: false`) comes whole once the whole generation is done; a failure
  *   during it is a 500 `{"error"}` (or a dead connection), and a client that leaves stops it;
  * - writes can be fragmented anywhere (inside a multi-byte character) and lines coalesced;
@@ -39,7 +40,8 @@ export type Behaviour =
   | { kind: 'error-mid'; tokens: string[]; message: string }
   | { kind: 'die-mid'; tokens: string[] }
   | { kind: 'no-done'; tokens: string[] }
-  | { kind: 'garbage'; body: string; contentType?: string }
+  /** Something that is not Ollama's answer (e.g. a reverse proxy's page), with status 200 unless given. */
+  | { kind: 'garbage'; body: string; contentType?: string; status?: number }
   | { kind: 'hang' };
 
 export interface RecordedRequest {
@@ -63,6 +65,11 @@ export interface DoubleOptions {
   firstTokenDelayMs?: number;
   /** Delay between lines. */
   tokenDelayMs?: number;
+  /**
+   * Ollama before 0.12.6: an error before the first token is a 200 stream whose only line is
+   * `{"error"}`. Since then it is a real status (500) with that body, like an error before a load.
+   */
+  errorLineBeforeFirstToken?: boolean;
   /** Split writes at arbitrary bytes and coalesce lines, as TCP may deliver them. */
   fragment?: boolean;
   /**
@@ -326,7 +333,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     }
     if (behaviour.kind === 'garbage') {
       record.completed = true;
-      return void res.writeHead(200, { 'Content-Type': behaviour.contentType ?? 'text/html' }).end(behaviour.body);
+      return void res.writeHead(behaviour.status ?? 200, { 'Content-Type': behaviour.contentType ?? 'text/html' }).end(behaviour.body);
     }
 
     const isChat = path === '/api/chat';
@@ -409,6 +416,8 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
         return void (await writer.end());
       }
       case 'error-mid':
+        // Nothing written yet: since Ollama 0.12.6 the error is the status and body of the answer.
+        if (record.linesSent === 0 && !options.errorLineBeforeFirstToken) return sendNow(res, record, 500, { error: behaviour.message });
         await writer.write({ error: behaviour.message });
         record.completed = true;
         return void (await writer.end());
