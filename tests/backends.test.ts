@@ -4,7 +4,7 @@
  */
 import { until } from './support/until';
 import { startHarness, postJson, type Harness } from './support/harness';
-import { startOllamaDouble, type OllamaDouble } from './support/ollama-double';
+import { startOllamaDouble, type Behaviour, type OllamaDouble } from './support/ollama-double';
 
 jest.setTimeout(30_000);
 
@@ -97,10 +97,10 @@ describe('several Ollama hosts', () => {
   });
 
   test("a prompt the model chokes on everywhere (Ollama's 500 at the first token): tried on the other host once, 502, no host taken out", async () => {
-    const choke = { kind: 'error-mid', tokens: [], message: 'error parsing tool call: unexpected end of JSON input' } as const;
+    const choke = (): Behaviour => ({ kind: 'error-mid', tokens: [], message: 'error parsing tool call: unexpected end of JSON input' });
     for (let i = 0; i < 3; i++) {
-      d1.queue.push(choke);
-      d2.queue.push(choke);
+      d1.queue.push(choke());
+      d2.queue.push(choke());
       const res = await chat({ prompt: `a prompt the model chokes on, try ${i}` });
       expect(res.status).toBe(502);
       expect(res.body.error).toMatch(/Ollama answered 500: error parsing tool call/);
@@ -126,6 +126,68 @@ describe('several Ollama hosts', () => {
     expect((await health(h)).backends.map((b) => b.state)).toEqual(['up', 'up']);
     expect((await fetch(`${h.url}/ready`)).status).toBe(200);
     expect((await chat({ prompt: 'again', model: 'covalid-2.0' })).status).toBe(200);
+  });
+
+  test('a prompt that fails only sometimes (a tool call sampled differently) never takes the last healthy host out', async () => {
+    const choke = (): Behaviour => ({ kind: 'error-mid', tokens: [], message: 'error parsing tool call: unexpected end of JSON input' });
+    // Host 1 chokes and host 2 serves: host 1 looks at fault and cools down.
+    d1.queue.push(choke());
+    expect((await chat({ prompt: 'flaky tool call, try 1' })).status).toBe(200);
+    expect((await health(h)).backends.map((b) => b.state)).toEqual(['cooling', 'up']);
+    // Now host 2 chokes and host 1 serves: host 2 is the last healthy one and stays in.
+    d2.queue.push(choke());
+    expect((await chat({ prompt: 'flaky tool call, try 2' })).status).toBe(200);
+    expect([d1.generations().length, d2.generations().length]).toEqual([2, 2]);
+    expect((await health(h)).backends[1]?.state).toBe('up');
+    expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+  });
+
+  test('a burst of requests failed by a host before the retries succeed counts against it once: its cool-down is not stretched', async () => {
+    // Host 2 is slow to its first token, so several requests reach host 1 (up, and failing fast)
+    // before the first retry on host 2 is served; both serve several at once.
+    const slow = await startOllamaDouble({ models: LLAMA_ONLY, firstTokenDelayMs: 300, parallel: 8 });
+    const failing = await startOllamaDouble({ models: LLAMA_ONLY, parallel: 8 });
+    const burst = await startHarness({ doubles: [failing, slow], env: { BACKEND_COOLDOWN_MS: '1000', BACKEND_CONCURRENCY: '8' } });
+    try {
+      const key = burst.createKey();
+      const headers = { 'X-Client-Key': key.clientKey, 'X-Client-Secret': key.clientSecret };
+      for (let i = 0; i < 6; i++) failing.queue.push({ kind: 'error-before', status: 500, message: 'llama runner process has terminated: exit status 2' });
+      const results = await Promise.all(
+        [0, 1, 2, 3, 4, 5].map(async (i) => {
+          await new Promise((r) => setTimeout(r, i * 20));
+          return postJson(`${burst.url}/api/chat.php`, { prompt: `burst ${i}` }, headers);
+        }),
+      );
+      expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
+      expect(failing.generations().length).toBeGreaterThan(1); // the case under test: several failed there
+      expect((await health(burst)).backends[0]?.state).toBe('cooling');
+      // Counted once: back after the first cool-down (1 s), where each failure counted would have
+      // doubled it (32 s for six).
+      await until(async () => (await health(burst)).backends[0]?.state === 'up', 'host 1 back after one cool-down', 5_000);
+    } finally {
+      await burst.close();
+      await Promise.all([failing.close(), slow.close()]);
+    }
+  });
+
+  test("Ollama's own 500 for embeddings on the only host: 502, the host stays up and /ready 200", async () => {
+    const d3 = await startOllamaDouble();
+    const single = await startHarness({ doubles: [d3] });
+    try {
+      single.store.setModel({ name: 'embed-small', ollamaModel: 'nomic-embed-text', category: 'embedding' });
+      const key = single.createKey();
+      d3.embedFailures.push({ status: 500, message: 'failed to load model' });
+      const res = await postJson(`${single.url}/v1/embeddings`, { model: 'embed-small', input: 'hello' }, { Authorization: `Bearer ${key.apiKey}` });
+      expect(res.status).toBe(502);
+      expect(res.body).toMatchObject({ error: { message: expect.stringMatching(/failed to load model/) } });
+      expect((await health(single)).backends[0]?.state).toBe('up');
+      expect((await fetch(`${single.url}/ready`)).status).toBe(200);
+      const again = await postJson(`${single.url}/v1/embeddings`, { model: 'embed-small', input: 'hello' }, { Authorization: `Bearer ${key.apiKey}` });
+      expect(again.status).toBe(200);
+    } finally {
+      await single.close();
+      await d3.close();
+    }
   });
 
   test('a 500 that is not Ollama\'s own (a proxy in front of it) takes the host out at once', async () => {

@@ -11,8 +11,9 @@
  *   With no healthy host left, the gateway still tries the others rather than refusing blindly.
  * - A request that failed before Ollama's first byte is retried once on another host with the model.
  *   Ollama's own 500 may be the host's fault or the request's (failures.ts, `isAmbiguousFailure`):
- *   that host is taken out only once another host has served the request, so a prompt that fails
- *   everywhere cannot take the hosts out (nor, with one host, turn /ready to 503).
+ *   that host is taken out only once another host has served the request, and never when it is the
+ *   last healthy one, so a prompt that fails everywhere, or only sometimes, cannot take all the
+ *   hosts out (nor, with one host, turn /ready to 503).
  */
 import { GatewayError } from '../errors';
 import { FairScheduler, type Assignment } from '../scheduler';
@@ -227,8 +228,10 @@ export class BackendPool {
         if (second.backend && !options.signal?.aborted && !isAmbiguousFailure(second.failure)) await this.noteFailure(second.backend, second.failure);
         throw second.failure;
       }
-      // Another host served what this one failed: it was this host's.
-      if (ambiguous) await this.noteFailure(backend, failure);
+      // Another host served what this one failed: most likely it was this host's. Counted once, though
+      // requests that reached it meanwhile failed too (each would double its cool-down), and never
+      // against the last healthy host: a prompt that fails only sometimes must not take them all out.
+      if (ambiguous && this.mayTakeOut(backend)) await this.noteFailure(backend, failure);
       return served;
     }
   }
@@ -335,6 +338,12 @@ export class BackendPool {
     else if (err.code === 'backend_error' && serverSide(err)) this.takeOut(host, 'cooling', err.message);
     else if (err.code === 'model_not_found') await this.refresh(host, true);
     // `overloaded` (Ollama's own queue is full) says nothing about health: retried elsewhere, no cool-down.
+  }
+
+  /** Whether an ambiguous failure may take `backend` out: it is still up, and another host is healthy. */
+  private mayTakeOut(backend: Backend): boolean {
+    const host = this.hostOf(backend);
+    return host.state === 'up' && this.hosts.some((h) => h !== host && h.state === 'up' && h.lastError === null);
   }
 
   private takeOut(host: HostState, state: 'down' | 'cooling', error: string): void {

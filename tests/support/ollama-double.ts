@@ -95,6 +95,8 @@ export interface OllamaDouble {
   gets: Map<string, number>;
   /** Behaviours for the next generation requests, used in order; the default reply once empty. */
   queue: Behaviour[];
+  /** Error answers (`{"error"}` with that status) for the next embedding requests, used in order. */
+  embedFailures: Array<{ status: number; message: string }>;
   /** Decides a behaviour when `queue` is empty; the default echoes the last user message. */
   behaviour: (body: Record<string, unknown>, path: string) => Behaviour;
   models: DoubleModel[];
@@ -176,6 +178,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     requests,
     gets: new Map(),
     queue: [],
+    embedFailures: [],
     behaviour: defaultBehaviour,
     models: options.models ?? DEFAULT_MODELS,
     options,
@@ -271,6 +274,8 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
 
     if (url.pathname === '/api/embed') {
       if (!known) return sendJson(404, { error: `model "${model}" not found, try pulling it first` });
+      const failure = double.embedFailures.shift();
+      if (failure) return sendJson(failure.status, { error: failure.message });
       const input = typeof body.input === 'string' ? [body.input] : body.input;
       if (!Array.isArray(input) || input.some((i) => typeof i !== 'string')) return sendJson(400, { error: 'invalid input type' });
       const texts = input as string[];
