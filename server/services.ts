@@ -58,6 +58,9 @@ export function buildServices(config: Config, store: Store, options: ServiceOpti
     observer: {
       ...metrics.poolObserver,
       stateChanged: (url, state, error) => logger[state === 'up' ? 'info' : 'warn']({ backend: url, state, error }, 'Ollama host state'),
+      // The host may stay up (the failure may be the request's): this line is what shows a host whose model cannot load.
+      ambiguousFailure: (url, model, error, counted) =>
+        logger.warn({ backend: url, model, error, countedAgainstHost: counted }, 'Ollama failed a request before its first token'),
     },
   });
   metrics.watch(pool);

@@ -45,10 +45,7 @@ export class OllamaResponseError extends Error implements ResponseErrorLike {
  */
 export function isAmbiguousFailure(err: unknown): boolean {
   const cause = err instanceof GatewayError ? err.cause : undefined;
-  if (!isResponseError(cause) || cause.status_code !== 500) return false;
-  // Our own reader knows whether the body was Ollama's; ollama-js (embeddings) does not say, and is
-  // given the benefit of the doubt.
-  return cause instanceof OllamaResponseError ? cause.fromOllama : true;
+  return cause instanceof OllamaResponseError && cause.fromOllama && cause.status_code === 500;
 }
 
 function isResponseError(err: unknown): err is ResponseErrorLike {

@@ -11,7 +11,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
 import type { BatchSource } from '../batch-source';
 import { AnswerStream } from './answer-stream';
-import { failureBeforeFirstByte, failureMidStream } from './failures';
+import { failureBeforeFirstByte, failureMidStream, OllamaResponseError } from './failures';
 import type { Backend, BackendChatRequest, BackendChunk, BackendModel, EmbedResult } from './types';
 
 export interface OllamaBackendOptions {
@@ -117,10 +117,19 @@ export class OllamaBackend implements Backend {
     return answer;
   }
 
+  /**
+   * Through our own fetch rather than ollama-js, whose error keeps only a message: whether an error
+   * answer was Ollama's own `{"error"}` or a proxy's page decides whether the pool takes the host out.
+   */
   async embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult> {
     try {
-      const res = await this.client(signal).embed({ model, input });
-      return res.prompt_eval_count ? { embeddings: res.embeddings, promptTokens: res.prompt_eval_count } : { embeddings: res.embeddings };
+      const res = await this.fetch(`${this.url}/api/embed`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ model, input }), signal });
+      const text = await res.text();
+      if (!res.ok) throw OllamaResponseError.fromBody(text, res.status);
+      const body = JSON.parse(text) as { embeddings?: unknown; prompt_eval_count?: unknown };
+      if (!Array.isArray(body.embeddings)) throw new SyntaxError('no embeddings in the answer');
+      const embeddings = body.embeddings as number[][];
+      return typeof body.prompt_eval_count === 'number' && body.prompt_eval_count > 0 ? { embeddings, promptTokens: body.prompt_eval_count } : { embeddings };
     } catch (err) {
       throw failureBeforeFirstByte(err, this.url, model);
     }

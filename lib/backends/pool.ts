@@ -46,6 +46,11 @@ export interface PoolObserver {
   firstByte?(model: string, url: string, seconds: number): void;
   /** A host changed state. */
   stateChanged?(url: string, state: HostStateName, error: string | null): void;
+  /**
+   * Ollama's own 500 before the first token, which may be the host's fault or the request's (see
+   * `dispatch`): told whether it was counted against the host, since the host's state may not change.
+   */
+  ambiguousFailure?(url: string, model: string, error: string, countedAgainstHost: boolean): void;
 }
 
 export interface BackendPoolOptions {
@@ -90,6 +95,8 @@ interface HostState {
   version: string | null;
   /** Consecutive failures, for the cool-down's back-off. */
   failures: number;
+  /** Counts state changes: a failure seen before the last one is news about an earlier state. */
+  changes: number;
   coolUntil: number;
   probeTimer: NodeJS.Timeout | null;
 }
@@ -126,6 +133,7 @@ export class BackendPool {
       lastError: null,
       version: null,
       failures: 0,
+      changes: 0,
       coolUntil: 0,
       probeTimer: null,
     }));
@@ -212,10 +220,14 @@ export class BackendPool {
       if (options.signal?.aborted) throw failure; // the client left: says nothing about the host
       // The host's fault or this request's? When only another host can tell, it is asked first.
       const ambiguous = isAmbiguousFailure(failure);
+      const changesAtFailure = this.hostOf(backend).changes;
       if (!ambiguous) await this.noteFailure(backend, failure);
       const exclude = new Set([backend]);
       const retry = !options.signal?.aborted && isRetryable(failure) && this.withModel(model, exclude).length > 0;
-      if (!retry) throw failure;
+      if (!retry) {
+        if (ambiguous) this.tellAmbiguous(backend, model, failure, false);
+        throw failure;
+      }
       let served: { lease: Lease; result: R };
       try {
         // The lists were looked up for the first attempt (and the failed host's refreshed by
@@ -225,13 +237,22 @@ export class BackendPool {
         const second = unwrap(wrapped2);
         // An ambiguous failure there too (most likely the same one: the request's fault) takes neither
         // host out: no host is left to tell.
-        if (second.backend && !options.signal?.aborted && !isAmbiguousFailure(second.failure)) await this.noteFailure(second.backend, second.failure);
+        if (ambiguous) this.tellAmbiguous(backend, model, failure, false);
+        if (second.backend && !options.signal?.aborted) {
+          if (!isAmbiguousFailure(second.failure)) await this.noteFailure(second.backend, second.failure);
+          else this.tellAmbiguous(second.backend, model, second.failure, false);
+        }
         throw second.failure;
       }
       // Another host served what this one failed: most likely it was this host's. Counted once, though
-      // requests that reached it meanwhile failed too (each would double its cool-down), and never
-      // against the last healthy host: a prompt that fails only sometimes must not take them all out.
-      if (ambiguous && this.mayTakeOut(backend)) await this.noteFailure(backend, failure);
+      // requests that reached it meanwhile failed too (each would double its cool-down), not if it was
+      // taken out or came back since (the failure is about a state it has left), and never against the
+      // last healthy host: a prompt that fails only sometimes must not take them all out.
+      if (ambiguous) {
+        const counted = this.hostOf(backend).changes === changesAtFailure && this.mayTakeOut(backend);
+        this.tellAmbiguous(backend, model, failure, counted);
+        if (counted) await this.noteFailure(backend, failure);
+      }
       return served;
     }
   }
@@ -340,6 +361,10 @@ export class BackendPool {
     // `overloaded` (Ollama's own queue is full) says nothing about health: retried elsewhere, no cool-down.
   }
 
+  private tellAmbiguous(backend: Backend, model: string, failure: unknown, counted: boolean): void {
+    this.options.observer.ambiguousFailure?.(backend.url, model, failure instanceof Error ? failure.message : String(failure), counted);
+  }
+
   /** Whether an ambiguous failure may take `backend` out: it is still up, and another host is healthy. */
   private mayTakeOut(backend: Backend): boolean {
     const host = this.hostOf(backend);
@@ -367,6 +392,7 @@ export class BackendPool {
   private setState(host: HostState, state: HostStateName): void {
     if (host.state === state) return;
     host.state = state;
+    host.changes++;
     this.options.observer.stateChanged?.(host.backend.url, state, host.lastError);
   }
 
