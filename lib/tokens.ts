@@ -24,6 +24,21 @@ function encoder(name: TiktokenEncoding): Tiktoken {
   return enc;
 }
 
+/**
+ * Builds the encoders these names need (the default for unknown ones) now rather than at first use:
+ * building one blocks the event loop for a few hundred milliseconds, which at start-up holds up no
+ * one, and in the first burst of requests after a restart holds up every request and stream.
+ */
+export function prepareEncoders(names: Iterable<string | null | undefined>): void {
+  encoder(DEFAULT_ENCODING);
+  for (const name of names) if (name && isKnownEncoding(name)) encoder(name);
+}
+
+/** The encoders built so far, by name. */
+export function preparedEncoders(): TiktokenEncoding[] {
+  return [...encoders.keys()];
+}
+
 export function countTokens(text: string, encoding: string = DEFAULT_ENCODING): number {
   if (text.length === 0) return 0;
   const name = isKnownEncoding(encoding) ? encoding : DEFAULT_ENCODING;

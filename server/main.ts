@@ -3,6 +3,7 @@
  * cleanly on SIGTERM / SIGINT (running requests get SHUTDOWN_GRACE_MS to finish; exit 0).
  */
 import { SERVER_STORE_OPTIONS, Store } from '../db/store';
+import { prepareEncoders } from '../lib/tokens';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { listen } from './listen';
@@ -22,6 +23,8 @@ async function main(): Promise<void> {
   reportWriteError = (err) => logger.error({ err }, 'writing settlements failed');
   const refunded = store.refundOrphanReservations();
   if (refunded > 0) logger.warn({ refunded }, 'Refunded credit reservations left by an earlier crash.');
+  // Before listening: building an encoder at first use would stall the first requests after a restart.
+  prepareEncoders(store.listModels().map((model) => model.tokenizer));
   const running = await listen(createApp(services, { logError: errorLogger(logger) }), config.HOST, config.PORT);
   logger.info({ url: running.url, ollama: config.OLLAMA_HOST, database: config.GATEWAY_DB }, 'ollama-gateway listening');
 

@@ -2,7 +2,7 @@
  * Token counting: tiktoken's counts, the same whether or not a text was counted before.
  */
 import { get_encoding } from 'tiktoken';
-import { countInputTokens, countTokens } from '../lib/tokens';
+import { countInputTokens, countTokens, prepareEncoders, preparedEncoders } from '../lib/tokens';
 
 const reference = get_encoding('cl100k_base');
 const tiktokenCount = (text: string) => reference.encode_ordinary(text).length;
@@ -31,5 +31,17 @@ describe('countTokens', () => {
   test('chat input adds a few tokens per message for the template', () => {
     const one = countTokens('hello');
     expect(countInputTokens({ kind: 'messages', messages: [{ role: 'user', content: 'hello' }] })).toBe(one + 4);
+  });
+});
+
+describe('prepareEncoders', () => {
+  test('builds the default and every known encoder named, ignoring unknown and missing names', () => {
+    prepareEncoders(['o200k_base', 'not-an-encoding', null, undefined, 'o200k_base']);
+    const prepared = preparedEncoders();
+    expect(prepared).toEqual(expect.arrayContaining(['cl100k_base', 'o200k_base']));
+    expect(prepared).not.toContain('not-an-encoding');
+    expect(new Set(prepared).size).toBe(prepared.length);
+    // The prepared encoder is the one counting uses.
+    expect(countTokens('hello world', 'o200k_base')).toBe(get_encoding('o200k_base').encode_ordinary('hello world').length);
   });
 });
