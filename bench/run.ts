@@ -77,16 +77,9 @@ async function main(): Promise<void> {
     );
     // The yardstick too: what does a proxy that does nothing but forward bytes add at this load?
     const slowProxy = await startChild(path.join(root, 'dist', 'bench', 'proxy.js'), [slow.url]);
-    // Each path is warmed like the throughput runs, with one unmeasured burst of the same streams: a
-    // process that has served nothing yet runs its first requests unoptimised (JIT), with empty pools
-    // and caches, and that cold start is not what a running gateway adds to a token.
-    const measured = async (target: Target) => {
-      await run(target, STREAMS, STREAMS, true);
-      return run(target, STREAMS, STREAMS, true);
-    };
-    const direct = await measured(nativeChat(slow.url, true));
-    const proxied = await measured(nativeChat(slowProxy.url, true));
-    const through = await measured({ ...openai(true), url: slowGateway.url });
+    const direct = await run(nativeChat(slow.url, true), STREAMS, STREAMS, true);
+    const proxied = await run(nativeChat(slowProxy.url, true), STREAMS, STREAMS, true);
+    const through = await run({ ...openai(true), url: slowGateway.url }, STREAMS, STREAMS, true);
     many.push({ delayMs, direct, proxy: proxied, gateway: through });
     memory = Math.max(memory, peakMemoryMb(slowGateway.child.pid));
     console.log(
@@ -158,8 +151,7 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats }>, m
     'machines are noisy and everything shares 2 cores. In the many-streams runs the double stamps each token',
     'with the time it wrote it (the monotonic clock every process shares), so each token\'s transit to the',
     'client is measured: direct, it is what the machine itself takes; the proxy and the gateway add a hop.',
-    'Gaps between data are also shown, but they include the double\'s own pace under load. Every path is',
-    'warmed first, the throughput runs with 200 requests, the many-streams runs with one unmeasured burst.',
+    'Gaps between data are also shown, but they include the double\'s own pace under load.',
     '',
     ...headline,
     '',
