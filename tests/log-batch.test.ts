@@ -1,0 +1,88 @@
+/**
+ * The access log's batching: lines reach standard output in batches, in order, and none is lost when
+ * the process exits (whether by `process.exit` or by the event loop running out) or when asked to flush.
+ */
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import type pino from 'pino';
+import { LineBatch } from '../server/log-batch';
+
+type Writer = ReturnType<typeof pino.destination>;
+
+/** A writer that records what it was given and how it was flushed. */
+function recordingWriter() {
+  const writes: string[] = [];
+  const flushes: string[] = [];
+  const writer = {
+    write: (data: string) => writes.push(data) > 0,
+    flush: (cb?: (err?: Error) => void) => {
+      flushes.push('flush');
+      cb?.();
+    },
+    flushSync: () => flushes.push('flushSync'),
+  };
+  return { writer: writer as unknown as Writer, writes, flushes };
+}
+
+describe('LineBatch', () => {
+  test('holds lines until the batch is full, then passes them on as one write, in order', () => {
+    const { writer, writes } = recordingWriter();
+    const batch = new LineBatch(writer, 30);
+    batch.write('{"n":1}\n');
+    batch.write('{"n":2}\n');
+    batch.write('{"n":3}\n');
+    expect(writes).toEqual([]);
+    batch.write('{"n":4}\n'); // 32 characters waiting: past 30
+    expect(writes).toEqual(['{"n":1}\n{"n":2}\n{"n":3}\n{"n":4}\n']);
+    batch.write('{"n":5}\n');
+    expect(writes).toHaveLength(1);
+  });
+
+  test('flush and flushSync pass on what waits, then flush the writer', () => {
+    const { writer, writes, flushes } = recordingWriter();
+    const batch = new LineBatch(writer, 1024);
+    batch.write('a\n');
+    const done = jest.fn();
+    batch.flush(done);
+    expect(writes).toEqual(['a\n']);
+    expect(flushes).toEqual(['flush']);
+    expect(done).toHaveBeenCalled();
+    batch.write('b\n');
+    batch.write('c\n');
+    batch.flushSync();
+    expect(writes).toEqual(['a\n', 'b\nc\n']);
+    expect(flushes).toEqual(['flush', 'flushSync']);
+    batch.flushSync(); // nothing waits: no empty write
+    expect(writes).toHaveLength(2);
+  });
+});
+
+/**
+ * Runs the real logger in a child process (TypeScript transpiled on load), logs `count` lines and ends
+ * as `ending` says; returns its standard output.
+ */
+function childLog(count: number, ending: 'process.exit' | 'loop ends'): string {
+  const root = path.resolve(__dirname, '..');
+  const script = `
+    const fs = require('fs');
+    const ts = require('typescript');
+    require.extensions['.ts'] = (m, file) => m._compile(ts.transpileModule(fs.readFileSync(file, 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+    }).outputText, file);
+    const { createLogger } = require(${JSON.stringify(path.join(root, 'server', 'logger.ts'))});
+    const logger = createLogger('info');
+    for (let i = 0; i < ${count}; i++) logger.info({ n: i }, 'line');
+    ${ending === 'process.exit' ? 'process.exit(0);' : '// nothing keeps the loop alive: beforeExit, then exit'}
+  `;
+  return execFileSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8' });
+}
+
+describe('the access log at exit', () => {
+  test.each(['process.exit', 'loop ends'] as const)('every line is written when the process ends (%s)', (ending) => {
+    // 300 lines: several full batches written asynchronously, and a partial one waiting at exit.
+    const out = childLog(300, ending);
+    const lines = out.trim().split('\n').map((line) => JSON.parse(line) as { n: number; msg: string });
+    expect(lines.map((line) => line.n)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(lines.every((line) => line.msg === 'line')).toBe(true);
+  });
+});
