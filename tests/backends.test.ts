@@ -16,7 +16,14 @@ const LLAMA_AND_QWEN = [
 
 interface HealthBody {
   status: string;
-  backends: Array<{ url: string; state: string; reachable: boolean; models: string[]; in_flight: number }>;
+  backends: Array<{
+    url: string;
+    state: string;
+    reachable: boolean;
+    models: string[];
+    in_flight: number;
+    failing_models: Array<{ model: string; failures: number; last_failed_at: string }>;
+  }>;
 }
 
 async function health(h: Harness): Promise<HealthBody> {
@@ -75,14 +82,17 @@ describe('several Ollama hosts', () => {
       [d1.url, 'cooling'],
       [d2.url, 'up'],
     ]);
+    expect(after.backends.map((b) => b.failing_models.map((f) => [f.model, f.failures]))).toEqual([[['llama3.2:latest', 1]], []]);
     // The probe after the cool-down (200 ms here) finds it healthy again.
     let seen: unknown;
     await until(async () => {
       seen = (await health(h)).backends[0];
       return (seen as { state?: string } | undefined)?.state === 'up';
     }, 'host 1 back up', 10_000, () => JSON.stringify(seen));
+    // Host 1 serves the next request (fewest in flight, listed first): the model works there again.
     expect((await chat({ prompt: 'again' })).status).toBe(200);
     expect(d1.generations()).toHaveLength(2);
+    expect((await health(h)).backends[0]?.failing_models).toEqual([]);
   });
 
   test('an error line in place of the first token (Ollama before 0.12.6) fails that request only: no retry elsewhere, no host taken out', async () => {
@@ -118,14 +128,29 @@ describe('several Ollama hosts', () => {
   });
 
   test("Ollama's 500 on the only host with the model: 502 in the route's format; the host stays up and /ready 200", async () => {
-    d2.queue.push({ kind: 'error-before', status: 500, message: 'error parsing tool call: unexpected end of JSON input' });
-    const res = await chat({ prompt: 'only host 2 has it', model: 'covalid-2.0' });
-    expect(res.status).toBe(502);
-    expect(res.body).toMatchObject({ error: expect.stringMatching(/error parsing tool call/) });
-    expect([d1.generations().length, d2.generations().length]).toEqual([0, 1]);
-    expect((await health(h)).backends.map((b) => b.state)).toEqual(['up', 'up']);
+    const before = Date.now();
+    for (let i = 0; i < 2; i++) {
+      d2.queue.push({ kind: 'error-before', status: 500, message: 'llama runner process has terminated: exit status 2' });
+      const res = await chat({ prompt: 'only host 2 has it', model: 'covalid-2.0' });
+      expect(res.status).toBe(502);
+      expect(res.body).toMatchObject({ error: expect.stringMatching(/llama runner process has terminated/) });
+    }
+    expect([d1.generations().length, d2.generations().length]).toEqual([0, 2]);
+    const failing = await health(h);
+    expect(failing.backends.map((b) => b.state)).toEqual(['up', 'up']);
+    // The host stays up, and /health says which model it fails to run and how often (Ollama's words are
+    // in the log only: /health answers anyone, and such a message may quote another user's generation).
+    expect(failing.backends[0]?.failing_models).toEqual([]);
+    expect(failing.backends[1]?.failing_models).toEqual([
+      { model: 'qwen3:8b', failures: 2, last_failed_at: expect.any(String) },
+    ]);
+    const at = Date.parse(failing.backends[1]?.failing_models[0]?.last_failed_at ?? '');
+    expect(at).toBeGreaterThanOrEqual(before - 1);
+    expect(at).toBeLessThanOrEqual(Date.now());
     expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+    // Served there again: no longer listed.
     expect((await chat({ prompt: 'again', model: 'covalid-2.0' })).status).toBe(200);
+    expect((await health(h)).backends[1]?.failing_models).toEqual([]);
   });
 
   test('a prompt that fails only sometimes (a tool call sampled differently) never takes the last healthy host out', async () => {

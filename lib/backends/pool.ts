@@ -38,6 +38,20 @@ export interface HostStatus {
   error: string | null;
   models: string[];
   inFlight: number;
+  /**
+   * Models Ollama failed here before their first token (its own 500) and has not served since, newest
+   * first. Such a failure may be the request's fault, so it does not change the host's state by itself
+   * (see `dispatch`); this is how an operator sees a model that cannot load on a host still `up`.
+   */
+  failingModels: FailingModel[];
+}
+
+export interface FailingModel {
+  model: string;
+  error: string;
+  /** When it last failed (ms since the epoch) and how often since it last worked here. */
+  at: number;
+  count: number;
 }
 
 /** Hooks for metrics, so the pool knows nothing of Prometheus. */
@@ -99,6 +113,8 @@ interface HostState {
   changes: number;
   coolUntil: number;
   probeTimer: NodeJS.Timeout | null;
+  /** By model key: Ollama's own failures before the first token, until the model is served here again. */
+  failing: Map<string, FailingModel>;
 }
 
 /** Ollama accepts `llama3.2` for `llama3.2:latest`; so does the gateway. */
@@ -136,6 +152,7 @@ export class BackendPool {
       changes: 0,
       coolUntil: 0,
       probeTimer: null,
+      failing: new Map(),
     }));
     this.options = {
       refreshIntervalMs: 0,
@@ -205,7 +222,7 @@ export class BackendPool {
       try {
         const result = await call(lease.backend);
         this.options.observer.firstByte?.(model, lease.backend.url, (this.options.now() - started) / 1000);
-        this.noteSuccess(lease.backend);
+        this.noteSuccess(lease.backend, model);
         return { lease, result };
       } catch (err) {
         lease.release();
@@ -267,6 +284,7 @@ export class BackendPool {
       error: h.lastError,
       models: h.models.map((m) => m.name),
       inFlight: h.inFlight,
+      failingModels: [...h.failing.values()].sort((a, b) => b.at - a.at).map((f) => ({ ...f })),
     }));
   }
 
@@ -346,9 +364,10 @@ export class BackendPool {
 
   // ---- health ------------------------------------------------------------------------------------
 
-  private noteSuccess(backend: Backend): void {
+  private noteSuccess(backend: Backend, model: string): void {
     const host = this.hostOf(backend);
     if (host.lastError !== null && host.state === 'up') host.lastError = null;
+    if (host.failing.size > 0) host.failing.delete(modelKey(model));
   }
 
   /** What a failure before the first byte says about its host. */
@@ -362,7 +381,12 @@ export class BackendPool {
   }
 
   private tellAmbiguous(backend: Backend, model: string, failure: unknown, counted: boolean): void {
-    this.options.observer.ambiguousFailure?.(backend.url, model, failure instanceof Error ? failure.message : String(failure), counted);
+    const error = failure instanceof Error ? failure.message : String(failure);
+    // Keyed by the model as this host lists it, so the map holds at most one entry per listed model.
+    const host = this.hostOf(backend);
+    const key = modelKey(model);
+    host.failing.set(key, { model: key, error, at: Date.now(), count: (host.failing.get(key)?.count ?? 0) + 1 });
+    this.options.observer.ambiguousFailure?.(backend.url, model, error, counted);
   }
 
   /** Whether an ambiguous failure may take `backend` out: it is still up, and another host is healthy. */
