@@ -111,3 +111,65 @@ test("embeddings behind a proxy that answers an HTML 500: not Ollama's own, so t
     await new Promise((resolve) => proxy.close(resolve));
   }
 });
+
+describe('the back-off of a host that fails again once it is back', () => {
+  let pool: BackendPool;
+  afterEach(() => pool.close());
+
+  /** How long host a stays out each time: from `cooling` (or `down`) to `up`, in ms. */
+  function outages(): { pool: BackendPool; a: Backend; b: Backend; times: number[] } {
+    const a = host('http://a', ['x:latest']);
+    const b = host('http://b', ['x:latest']);
+    const times: number[] = [];
+    let since = 0;
+    pool = new BackendPool([a, b], {
+      modelTtlMs: 60_000,
+      cooldownMs: 200,
+      maxCooldownMs: 10_000,
+      concurrency: 8,
+      observer: {
+        stateChanged: (url, state) => {
+          if (url !== 'http://a') return;
+          if (state === 'up') times.push(Date.now() - since);
+          else since = Date.now();
+        },
+      },
+    });
+    return { pool, a, b, times };
+  }
+
+  test('a model that never loads there: each return that fails doubles the cool-down, though the probes pass', async () => {
+    const { pool: p, a, times } = outages();
+    await p.hasModel('x');
+    // a's probes (version, model list) pass, but its generations fail; b serves them.
+    const call = (backend: Backend) => (backend === a ? Promise.reject(ollama500('llama runner process has terminated')) : Promise.resolve('served'));
+    for (let round = 1; round <= 3; round++) {
+      (await p.dispatch('x', { signal }, call)).lease.release(); // a first (listed first), then b
+      expect(p.status()[0]?.state).toBe('cooling');
+      await until(() => p.status()[0]?.state === 'up', `a back, round ${round}`, 5_000);
+    }
+    // 200, 400, 800 ms: without the doubling each would be about 200.
+    expect(times).toHaveLength(3);
+    expect(times[0]).toBeLessThan(390);
+    expect(times[1]).toBeGreaterThanOrEqual(390);
+    expect(times[2]).toBeGreaterThanOrEqual(790);
+  });
+
+  test('a request served there ends the back-off', async () => {
+    const { pool: p, a, times } = outages();
+    await p.hasModel('x');
+    let aFails = true;
+    const call = (backend: Backend) => (backend === a && aFails ? Promise.reject(ollama500('llama runner process has terminated')) : Promise.resolve(backend.url));
+    (await p.dispatch('x', { signal }, call)).lease.release();
+    await until(() => p.status()[0]?.state === 'up', 'a back', 5_000);
+    aFails = false;
+    const served = await p.dispatch('x', { signal }, call);
+    expect(served.result).toBe('http://a');
+    served.lease.release();
+    aFails = true;
+    (await p.dispatch('x', { signal }, call)).lease.release();
+    await until(() => p.status()[0]?.state === 'up', 'a back again', 5_000);
+    expect(times).toHaveLength(2);
+    expect(times[1]).toBeLessThan(390); // the base cool-down again, not its double
+  });
+});

@@ -82,7 +82,10 @@ export interface BackendPoolOptions {
   concurrency?: number;
   /** Requests allowed to wait for a slot; past that, 503. */
   queueLimit?: number;
-  /** First cool-down after a failure; doubles with each failed probe up to `maxCooldownMs`. */
+  /**
+   * First cool-down after a failure; doubles with each failure (a failed probe, or a failure after the
+   * host came back) up to `maxCooldownMs`, until the host serves a request.
+   */
   cooldownMs?: number;
   maxCooldownMs?: number;
   observer?: PoolObserver;
@@ -367,6 +370,9 @@ export class BackendPool {
   private noteSuccess(backend: Backend, model: string): void {
     const host = this.hostOf(backend);
     if (host.lastError !== null && host.state === 'up') host.lastError = null;
+    // Only a request served ends the back-off: a probe (version and model list) also passes on a host
+    // whose model cannot load, which would otherwise come back after the base cool-down every time.
+    if (host.state === 'up') host.failures = 0;
     if (host.failing.size > 0) host.failing.delete(modelKey(model));
   }
 
@@ -469,7 +475,8 @@ export class BackendPool {
       host.version = version;
       host.models = models;
       host.lastError = null;
-      host.failures = 0;
+      // `failures` stays: the next cool-down is longer if the host fails again before it serves a
+      // request (noteSuccess ends the back-off).
       if (host.probeTimer) clearTimeout(host.probeTimer);
       host.probeTimer = null;
       this.setState(host, 'up');
