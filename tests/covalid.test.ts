@@ -63,6 +63,19 @@ describe('POST /api/chat.php', () => {
     expect(sent?.body).toMatchObject({ model: 'llama3.2', prompt: 'Explain REST APIs in one sentence.', stream: true, options: {} });
   });
 
+  test('a long conversation: Ollama\'s final line, with the whole context, is longer than the relay\'s read-ahead', async () => {
+    // 30,000 words: the final /api/generate line carries ~30,000 token ids (~200 KB), past the 64 KiB
+    // the answer stream reads ahead of its consumer. Such a line once paused the socket with nothing
+    // for the consumer to take, and the request hung until the body timeout.
+    const prompt = Array.from({ length: 30_000 }, (_, i) => `w${i}`).join(' ');
+    const res = await postJson(chatUrl(), { prompt, model: 'covalid-1.0' }, auth);
+    expect(res.status).toBe(200);
+    expect(res.body.response).toBe(`Echo: ${prompt}`);
+    expect(res.body.prompt_tokens).toBe(30_001);
+    const [sent] = h.double.generations();
+    expect(sent?.completed).toBe(true);
+  });
+
   test('defaults to covalid-1.0 and keeps an incoming well-formed request id', async () => {
     const res = await postJson(chatUrl(), { prompt: 'hi' }, { ...auth, 'X-Request-Id': 'client-id-12345' });
     expect(res.status).toBe(200);

@@ -121,7 +121,10 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<
       return;
     }
     this.deliver(lines);
-    if (this.queuedBytes >= PAUSE_AFTER_BYTES) controller.pause();
+    // Only with lines waiting for the consumer: its read is what resumes the socket. A line longer than
+    // the limit (the final line of a long /api/generate conversation carries its whole `context`, ~6
+    // bytes a token) is read on to its end, however long it is (up to MAX_LINE_BYTES).
+    if (this.queuedBytes >= PAUSE_AFTER_BYTES && this.queued.length > 0) controller.pause();
   }
 
   onResponseEnd(): void {

@@ -491,7 +491,9 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     // omitempty: zero or absent counts are not sent at all.
     if (promptCount) Object.assign(final, { prompt_eval_count: promptCount, prompt_eval_duration: Math.round(total / 3) || 1 });
     if (evalCount) Object.assign(final, { eval_count: evalCount, eval_duration: Math.round(total / 2) || 1 });
-    if (!isChat) final.context = [1, 2, 3];
+    // /api/generate's final line carries the conversation's token ids (prompt and answer): ~7 bytes a
+    // token, so a long conversation makes it the longest line Ollama sends (hundreds of KB at 100 K).
+    if (!isChat) final.context = Array.from({ length: promptTokens(body) + emitted.length }, (_, i) => 100 + ((i * 7919) % 128_000));
     return final;
   }
 
