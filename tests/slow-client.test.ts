@@ -53,3 +53,49 @@ describe('a streaming client that stops reading', () => {
   });
 
 });
+
+describe('a streaming client that stops reading just as the answer ends', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ env: { SSE_STALL_MS: '1000' } });
+  });
+  afterAll(() => h.close());
+
+  test('its connection is closed once the unread end has sat there for SSE_STALL_MS', async () => {
+    const key = h.createKey('reads-nothing', 100);
+    // The last token rides on the done line: the end of the answer and its 4 MB arrive in one batch, so
+    // the relay's last write is the one the client does not take.
+    h.double.queue.push({ kind: 'reply', tokens: ['Here', ' it', ` ${'x'.repeat(4 * 1024 * 1024)}`], lastTokenOnDoneLine: true });
+    let reply: http.ServerResponse | undefined;
+    const onRequest = (_req: http.IncomingMessage, res: http.ServerResponse) => (reply = res);
+    h.server.server.on('request', onRequest);
+
+    const body = JSON.stringify({ model: 'covalid-1.0', messages: [{ role: 'user', content: 'a lot at the end' }], stream: true });
+    const socket = net.connect({ port: Number(new URL(h.url).port), host: '127.0.0.1' });
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause(); // reads nothing, ever
+    socket.on('error', () => undefined); // the gateway's close may reach it as a reset
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer ${key.apiKey}\r\n` +
+        `X-Request-Id: reads-nothing-0001\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    try {
+      await until(() => reply?.writableEnded === true, 'the answer to be relayed to its end', 5_000, () => JSON.stringify({ got: reply !== undefined, ended: reply?.writableEnded, len: reply?.writableLength, gen: h.double.generations()[0] }));
+      const res = reply as http.ServerResponse;
+      // Ended, but not taken: the backlog is still in the gateway.
+      expect(res.writableFinished).toBe(false);
+      expect(res.writableLength).toBeGreaterThan(64 * 1024);
+      expect(h.double.generations()[0]?.completed).toBe(true);
+      const endedAt = Date.now();
+      await until(() => res.destroyed, 'the connection to be closed', 5_000);
+      expect(Date.now() - endedAt).toBeGreaterThanOrEqual(900);
+      // Billed as a whole answer: it was relayed to its end.
+      type Row = { status: number; completion_tokens: number };
+      const row = h.store.db.prepare('SELECT status, completion_tokens FROM usage WHERE request_id = ?').get('reads-nothing-0001') as Row | undefined;
+      expect(row).toMatchObject({ status: 200, completion_tokens: 3 });
+    } finally {
+      h.server.server.off('request', onRequest);
+      socket.destroy();
+    }
+  });
+});

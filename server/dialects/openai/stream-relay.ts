@@ -14,6 +14,7 @@ import { ENDED } from '../../../lib/batch-source';
 import type { ChatEvents, ChatExecution } from '../../../lib/chat';
 import type { ChatEvent } from '../../../lib/types';
 import { SseWriter } from '../../sse';
+import { closeIfUnread } from '../../unread-reply';
 import { openaiErrorObject } from './errors';
 
 export interface StreamRenderer {
@@ -104,7 +105,12 @@ export async function relayAsSse(
               }
             }
             sse.send(frames, finished);
-            if (finished) return resolve();
+            if (finished) {
+              // The end is written, though perhaps not taken: a client that stopped reading just now
+              // must not hold its connection open for ever.
+              closeIfUnread(res, options.stallMs ?? SSE_STALL_MS);
+              return resolve();
+            }
             if (sse.backlogged) {
               sse.drained(options.stallMs ?? SSE_STALL_MS).then((keptUp) => {
                 if (keptUp) return writeWhatIsThere();
