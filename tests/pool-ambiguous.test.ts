@@ -117,8 +117,8 @@ describe('the back-off of a host that fails again once it is back', () => {
   afterEach(() => pool.close());
 
   /** How long host a stays out each time: from `cooling` (or `down`) to `up`, in ms. */
-  function outages(): { pool: BackendPool; a: Backend; b: Backend; times: number[] } {
-    const a = host('http://a', ['x:latest']);
+  function outages(modelsOfA = ['x:latest']): { pool: BackendPool; a: Backend; b: Backend; times: number[] } {
+    const a = host('http://a', modelsOfA);
     const b = host('http://b', ['x:latest']);
     const times: number[] = [];
     let since = 0;
@@ -155,6 +155,22 @@ describe('the back-off of a host that fails again once it is back', () => {
     expect(times[2]).toBeGreaterThanOrEqual(790);
   });
 
+  test('serving another model there does not end it: the back-off is the failing model\'s', async () => {
+    const { pool: p, a, times } = outages(['x:latest', 'embed:latest']);
+    await p.hasModel('x');
+    const call = (backend: Backend) => (backend === a ? Promise.reject(ollama500('llama runner process has terminated')) : Promise.resolve('served'));
+    for (let round = 1; round <= 3; round++) {
+      (await p.dispatch('x', { signal }, call)).lease.release();
+      await until(() => p.status()[0]?.state === 'up', `a back, round ${round}`, 5_000);
+      // a serves an embedding model fine in between.
+      const embedded = await p.dispatch('embed', { signal }, (backend) => Promise.resolve(backend.url));
+      expect(embedded.result).toBe('http://a');
+      embedded.lease.release();
+    }
+    expect(times[1]).toBeGreaterThanOrEqual(390);
+    expect(times[2]).toBeGreaterThanOrEqual(790);
+  });
+
   test('a request served there ends the back-off', async () => {
     const { pool: p, a, times } = outages();
     await p.hasModel('x');
@@ -171,5 +187,77 @@ describe('the back-off of a host that fails again once it is back', () => {
     await until(() => p.status()[0]?.state === 'up', 'a back again', 5_000);
     expect(times).toHaveLength(2);
     expect(times[1]).toBeLessThan(390); // the base cool-down again, not its double
+  });
+});
+
+describe('a host that was unreachable for a while', () => {
+  let pool: BackendPool;
+  afterEach(() => pool.close());
+
+  test('once a probe finds it back, a later blip costs the base cool-down, not the outage\'s', async () => {
+    let alive = true;
+    const a: Backend = {
+      ...host('http://a', ['x:latest']),
+      listModels: async () => {
+        if (!alive) throw new Error('connect ECONNREFUSED');
+        return [modelNamed('x:latest')];
+      },
+      version: async () => {
+        if (!alive) throw new Error('connect ECONNREFUSED');
+        return '0.12.6';
+      },
+    };
+    const unreachable = () => new GatewayError('backend_unavailable', 'Ollama at http://a is unreachable: connect ECONNREFUSED');
+    pool = new BackendPool([a], { modelTtlMs: 600_000, cooldownMs: 50, maxCooldownMs: 3_000 });
+    await pool.hasModel('x');
+    // An outage over four failed probes (50 + 100 + 200 + 400 ms), then back, and nothing served.
+    alive = false;
+    await expect(pool.dispatch('x', { signal }, () => Promise.reject(unreachable()))).rejects.toMatchObject({ code: 'backend_unavailable' });
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    alive = true;
+    await until(() => pool.usable, 'back after the outage', 10_000);
+    // A blip: one request finds it unreachable, and it is reachable again at once.
+    const blipAt = Date.now();
+    await expect(pool.dispatch('x', { signal }, () => Promise.reject(unreachable()))).rejects.toBeDefined();
+    expect(pool.usable).toBe(false);
+    await until(() => pool.usable, 'back after the blip', 10_000);
+    expect(Date.now() - blipAt).toBeLessThan(300); // the base 50 ms, not 50 × 2⁴
+  });
+});
+
+describe('failing models', () => {
+  let pool: BackendPool;
+  afterEach(() => pool.close());
+
+  test('a model the host no longer lists is no longer listed as failing there', async () => {
+    const listed = { a: ['x:latest'] };
+    const a: Backend = { ...host('http://a', []), listModels: async () => listed.a.map(modelNamed) };
+    const b = host('http://b', ['x:latest']);
+    pool = new BackendPool([a, b], { modelTtlMs: 0, recheckMs: 0, cooldownMs: 100, concurrency: 8 });
+    await pool.hasModel('x');
+    await expect(pool.dispatch('x', { signal }, () => Promise.reject(ollama500()))).rejects.toBeDefined(); // fails on both
+    expect(pool.status().map((h) => h.failingModels.map((f) => f.model))).toEqual([['x:latest'], ['x:latest']]);
+    listed.a = []; // `ollama rm x` on a
+    await pool.models(); // the lists refreshed
+    expect(pool.status().map((h) => h.failingModels.map((f) => f.model))).toEqual([[], ['x:latest']]);
+  });
+
+  test('a failure is recorded when it happens: the host serving the model while the retry runs clears it', async () => {
+    const a = host('http://a', ['x:latest']);
+    const b = host('http://b', ['x:latest']);
+    pool = new BackendPool([a, b], { modelTtlMs: 600_000, cooldownMs: 100, concurrency: 8 });
+    await pool.hasModel('x');
+    let serveOnB: () => void = () => undefined;
+    const slowOnB = new Promise<string>((resolve) => (serveOnB = () => resolve('b')));
+    // Request 1 fails on a at once; its retry on b is slow to its first token.
+    const first = pool.dispatch('x', { signal }, (backend) => (backend === a ? Promise.reject(ollama500()) : slowOnB));
+    await until(() => pool.status()[0]?.failingModels.length === 1, 'the failure on a recorded');
+    // Request 2: a serves the model meanwhile.
+    const second = await pool.dispatch('x', { signal }, (backend) => Promise.resolve(backend.url));
+    expect(second.result).toBe('http://a');
+    second.lease.release();
+    serveOnB();
+    (await first).lease.release();
+    expect(pool.status()[0]?.failingModels).toEqual([]);
   });
 });

@@ -83,8 +83,8 @@ export interface BackendPoolOptions {
   /** Requests allowed to wait for a slot; past that, 503. */
   queueLimit?: number;
   /**
-   * First cool-down after a failure; doubles with each failure (a failed probe, or a failure after the
-   * host came back) up to `maxCooldownMs`, until the host serves a request.
+   * First cool-down after a failure; doubles with each failed probe up to `maxCooldownMs`, and with each
+   * take-out for a model that fails there (its own 500) until that model is served there again.
    */
   cooldownMs?: number;
   maxCooldownMs?: number;
@@ -117,7 +117,17 @@ interface HostState {
   coolUntil: number;
   probeTimer: NodeJS.Timeout | null;
   /** By model key: Ollama's own failures before the first token, until the model is served here again. */
-  failing: Map<string, FailingModel>;
+  failing: Map<string, FailingEntry>;
+}
+
+interface FailingEntry extends FailingModel {
+  /**
+   * How often such a failure took the host out (another host served the request) since the model was
+   * last served here: each such take-out doubles the cool-down, though the probes between them pass
+   * (they ask for the version and the model list, which a host whose model cannot load answers fine).
+   */
+  strikes: number;
+  struckAt: number;
 }
 
 /** Ollama accepts `llama3.2` for `llama3.2:latest`; so does the gateway. */
@@ -241,7 +251,8 @@ export class BackendPool {
       // The host's fault or this request's? When only another host can tell, it is asked first.
       const ambiguous = isAmbiguousFailure(failure);
       const changesAtFailure = this.hostOf(backend).changes;
-      if (!ambiguous) await this.noteFailure(backend, failure);
+      if (ambiguous) this.noteFailing(backend, model, failure);
+      else await this.noteFailure(backend, failure);
       const exclude = new Set([backend]);
       const retry = !options.signal?.aborted && isRetryable(failure) && this.withModel(model, exclude).length > 0;
       if (!retry) {
@@ -260,7 +271,10 @@ export class BackendPool {
         if (ambiguous) this.tellAmbiguous(backend, model, failure, false);
         if (second.backend && !options.signal?.aborted) {
           if (!isAmbiguousFailure(second.failure)) await this.noteFailure(second.backend, second.failure);
-          else this.tellAmbiguous(second.backend, model, second.failure, false);
+          else {
+            this.noteFailing(second.backend, model, second.failure);
+            this.tellAmbiguous(second.backend, model, second.failure, false);
+          }
         }
         throw second.failure;
       }
@@ -271,7 +285,7 @@ export class BackendPool {
       if (ambiguous) {
         const counted = this.hostOf(backend).changes === changesAtFailure && this.mayTakeOut(backend);
         this.tellAmbiguous(backend, model, failure, counted);
-        if (counted) await this.noteFailure(backend, failure);
+        if (counted) await this.noteFailure(backend, failure, this.strike(backend, model));
       }
       return served;
     }
@@ -287,7 +301,7 @@ export class BackendPool {
       error: h.lastError,
       models: h.models.map((m) => m.name),
       inFlight: h.inFlight,
-      failingModels: [...h.failing.values()].sort((a, b) => b.at - a.at).map((f) => ({ ...f })),
+      failingModels: [...h.failing.values()].sort((a, b) => b.at - a.at).map(({ model, error, at, count }) => ({ model, error, at, count })),
     }));
   }
 
@@ -370,29 +384,51 @@ export class BackendPool {
   private noteSuccess(backend: Backend, model: string): void {
     const host = this.hostOf(backend);
     if (host.lastError !== null && host.state === 'up') host.lastError = null;
-    // Only a request served ends the back-off: a probe (version and model list) also passes on a host
-    // whose model cannot load, which would otherwise come back after the base cool-down every time.
-    if (host.state === 'up') host.failures = 0;
     if (host.failing.size > 0) host.failing.delete(modelKey(model));
   }
 
-  /** What a failure before the first byte says about its host. */
-  private async noteFailure(backend: Backend, err: unknown): Promise<void> {
+  /**
+   * What a failure before the first byte says about its host. `strikes`: how often this failure's
+   * model has taken the host out since it was last served there (its cool-down doubles as often).
+   */
+  private async noteFailure(backend: Backend, err: unknown, strikes = 0): Promise<void> {
     const host = this.hostOf(backend);
     if (!(err instanceof GatewayError)) return; // e.g. the client's own abort
     if (err.code === 'backend_unavailable') this.takeOut(host, 'down', err.message);
-    else if (err.code === 'backend_error' && serverSide(err)) this.takeOut(host, 'cooling', err.message);
+    else if (err.code === 'backend_error' && serverSide(err)) this.takeOut(host, 'cooling', err.message, strikes);
     else if (err.code === 'model_not_found') await this.refresh(host, true);
     // `overloaded` (Ollama's own queue is full) says nothing about health: retried elsewhere, no cool-down.
   }
 
-  private tellAmbiguous(backend: Backend, model: string, failure: unknown, counted: boolean): void {
-    const error = failure instanceof Error ? failure.message : String(failure);
-    // Keyed by the model as this host lists it, so the map holds at most one entry per listed model.
+  /**
+   * Ollama's own failure before the first token, recorded when it is seen (a success there meanwhile,
+   * while the retry runs, then clears it). Keyed by the model as the host lists it: one entry per model
+   * the host lists (a probe drops those it no longer does).
+   */
+  private noteFailing(backend: Backend, model: string, failure: unknown): void {
     const host = this.hostOf(backend);
     const key = modelKey(model);
-    host.failing.set(key, { model: key, error, at: Date.now(), count: (host.failing.get(key)?.count ?? 0) + 1 });
-    this.options.observer.ambiguousFailure?.(backend.url, model, error, counted);
+    const earlier = host.failing.get(key);
+    const error = messageOf(failure);
+    const at = this.options.now();
+    if (earlier) Object.assign(earlier, { error, at, count: earlier.count + 1 });
+    else host.failing.set(key, { model: key, error, at, count: 1, strikes: 0, struckAt: 0 });
+  }
+
+  /** The model's failure took the host out: returns how often it has since it was last served there. */
+  private strike(backend: Backend, model: string): number {
+    const entry = this.hostOf(backend).failing.get(modelKey(model));
+    if (!entry) return 1; // served there since the failure: this take-out is the first
+    const now = this.options.now();
+    // Strikes long past (the model unused here since) are forgotten: a new failure starts over.
+    if (now - entry.struckAt > STRIKES_FORGOTTEN_AFTER_COOLDOWNS * this.options.maxCooldownMs) entry.strikes = 0;
+    entry.strikes++;
+    entry.struckAt = now;
+    return entry.strikes;
+  }
+
+  private tellAmbiguous(backend: Backend, model: string, failure: unknown, counted: boolean): void {
+    this.options.observer.ambiguousFailure?.(backend.url, model, messageOf(failure), counted);
   }
 
   /** Whether an ambiguous failure may take `backend` out: it is still up, and another host is healthy. */
@@ -401,10 +437,12 @@ export class BackendPool {
     return host.state === 'up' && this.hosts.some((h) => h !== host && h.state === 'up' && h.lastError === null);
   }
 
-  private takeOut(host: HostState, state: 'down' | 'cooling', error: string): void {
+  /** `strikes`: at least this many doublings minus one (see noteFailure), whatever the probes said. */
+  private takeOut(host: HostState, state: 'down' | 'cooling', error: string, strikes = 0): void {
     host.failures++;
     host.lastError = error;
-    const wait = Math.min(this.options.cooldownMs * 2 ** (host.failures - 1), this.options.maxCooldownMs);
+    const doublings = Math.max(host.failures, strikes) - 1;
+    const wait = Math.min(this.options.cooldownMs * 2 ** doublings, this.options.maxCooldownMs);
     host.coolUntil = this.options.now() + wait;
     this.setState(host, state);
     if (host.probeTimer) clearTimeout(host.probeTimer);
@@ -475,8 +513,8 @@ export class BackendPool {
       host.version = version;
       host.models = models;
       host.lastError = null;
-      // `failures` stays: the next cool-down is longer if the host fails again before it serves a
-      // request (noteSuccess ends the back-off).
+      host.failures = 0;
+      for (const key of host.failing.keys()) if (!models.some((m) => sameModel(m.name, key))) host.failing.delete(key);
       if (host.probeTimer) clearTimeout(host.probeTimer);
       host.probeTimer = null;
       this.setState(host, 'up');
@@ -487,6 +525,11 @@ export class BackendPool {
     }
   }
 }
+
+const messageOf = (failure: unknown): string => (failure instanceof Error ? failure.message : String(failure));
+
+/** Strikes older than this many maximal cool-downs are forgotten (10 minutes by default). */
+const STRIKES_FORGOTTEN_AFTER_COOLDOWNS = 10;
 
 function hasModel(host: HostState, model: string): boolean {
   return host.models.some((m) => sameModel(m.name, model));
