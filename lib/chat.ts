@@ -7,6 +7,7 @@
  * row exactly once.
  */
 import type { BackendPool, Lease } from './backends/pool';
+import { onAbort } from './abort';
 import { ENDED, nextBatch, type BatchSource } from './batch-source';
 import type { BackendChunk } from './backends/types';
 import { GatewayError, toGatewayError } from './errors';
@@ -173,6 +174,8 @@ class RelayedAnswer implements ChatEvents {
   private finished = false;
   /** Set when the generation ended as failed: what every later read throws. */
   private failure: GatewayError | undefined;
+  /** Takes the abort listener off. */
+  private stopListening: () => void = () => undefined;
 
   constructor(
     private readonly ctx: CallContext,
@@ -185,7 +188,7 @@ class RelayedAnswer implements ChatEvents {
     this.encoding = generation.model.tokenizer ?? undefined;
     // The client may have left while the request was being dispatched: a listener added now would never fire.
     if (ctx.signal.aborted) this.leave();
-    else ctx.signal.addEventListener('abort', this.leave, { once: true });
+    else this.stopListening = onAbort(ctx.signal, this.leave);
   }
 
   read(): ChatEvent[] | null | typeof ENDED {
@@ -271,7 +274,7 @@ class RelayedAnswer implements ChatEvents {
   private end(): boolean {
     if (this.ended) return false;
     this.ended = true;
-    this.ctx.signal.removeEventListener('abort', this.leave);
+    this.stopListening();
     this.lease.release();
     return true;
   }

@@ -10,6 +10,7 @@
  * "wait", or fails the waiter (e.g. no host has its model any more). The pool calls `pump()` whenever a
  * slot is freed or a host comes back.
  */
+import { onAbort } from './abort';
 import { GatewayError } from './errors';
 
 export type Assignment<T> = { slot: T } | 'wait' | GatewayError;
@@ -57,18 +58,11 @@ export class FairScheduler<T> {
       );
     }
     return new Promise<T>((resolve, reject) => {
-      const onAbort = () => {
-        // A client that left frees its place at once.
+      const waiter: Waiter<T> = { orgId, tryAssign, resolve, reject, cleanup: () => undefined };
+      // A client that left frees its place at once.
+      waiter.cleanup = onAbort(signal, () => {
         if (this.remove(waiter)) reject(abortError(signal));
-      };
-      const waiter: Waiter<T> = {
-        orgId,
-        tryAssign,
-        resolve,
-        reject,
-        cleanup: () => signal.removeEventListener('abort', onAbort),
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
+      });
       let line = this.orgs.get(orgId);
       if (!line) {
         line = [];

@@ -16,6 +16,7 @@
  * stops reading cannot make the gateway buffer a whole answer.
  */
 import type { Dispatcher } from 'undici';
+import { onAbort } from '../abort';
 import { ENDED, nextBatch, type BatchSource } from '../batch-source';
 import { OllamaResponseError } from './failures';
 import { NdjsonSplitter } from './ndjson';
@@ -81,9 +82,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<
       this.cancelledByUs = true;
       this.detach = () => undefined;
     } else {
-      const onAbort = () => this.cancel();
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.detach = () => signal.removeEventListener('abort', onAbort);
+      this.detach = onAbort(signal, () => this.cancel());
     }
   }
 

@@ -1,0 +1,61 @@
+/**
+ * lib/abort.ts: several parties listen to one request's abort signal through one real listener.
+ */
+import { onAbort } from '../lib/abort';
+
+describe('onAbort', () => {
+  test('each party is called once, in the order it started listening, through one listener on the signal', () => {
+    const controller = new AbortController();
+    const added = jest.spyOn(controller.signal, 'addEventListener');
+    const calls: string[] = [];
+    onAbort(controller.signal, () => calls.push('core'));
+    onAbort(controller.signal, () => calls.push('queue'));
+    onAbort(controller.signal, () => calls.push('answer'));
+    expect(added).toHaveBeenCalledTimes(1);
+    controller.abort();
+    controller.signal.dispatchEvent(new Event('abort')); // a second event calls nobody again
+    expect(calls).toEqual(['core', 'queue', 'answer']);
+  });
+
+  test('a party that stopped listening is not called, and the others still are', () => {
+    const controller = new AbortController();
+    const calls: string[] = [];
+    const stopCore = onAbort(controller.signal, () => calls.push('core'));
+    onAbort(controller.signal, () => calls.push('answer'));
+    stopCore();
+    stopCore(); // twice is harmless
+    controller.abort();
+    expect(calls).toEqual(['answer']);
+  });
+
+  test('a party that stops another while the abort is told: the other is not called', () => {
+    const controller = new AbortController();
+    const calls: string[] = [];
+    let stopSecond = (): void => undefined;
+    onAbort(controller.signal, () => {
+      calls.push('first');
+      stopSecond();
+    });
+    stopSecond = onAbort(controller.signal, () => calls.push('second'));
+    controller.abort();
+    expect(calls).toEqual(['first']);
+  });
+
+  test('as with addEventListener, a party that starts listening after the abort is never called', () => {
+    const controller = new AbortController();
+    controller.abort();
+    const listener = jest.fn();
+    onAbort(controller.signal, listener);
+    expect(listener).not.toHaveBeenCalled();
+  });
+
+  test('signals do not share parties', () => {
+    const a = new AbortController();
+    const b = new AbortController();
+    const heard: string[] = [];
+    onAbort(a.signal, () => heard.push('a'));
+    onAbort(b.signal, () => heard.push('b'));
+    b.abort();
+    expect(heard).toEqual(['b']);
+  });
+});
