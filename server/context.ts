@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
+import { ownAbort } from '../lib/abort';
 import type { Principal } from '../lib/types';
 
 export interface RequestLocals {
@@ -32,15 +33,16 @@ export function startRequest(req: Request, res: Response): void {
 
 /** A signal aborted when the client closes the connection before the reply was fully written. */
 export function clientGone(req: Request, res: Response): AbortSignal {
-  const controller = new AbortController();
+  // Aborted by us, so the core's listeners are told directly (lib/abort.ts says why that matters).
+  const gone = ownAbort();
   // The client may already be gone: it left while its request waited for a turn (server/turn-budget.ts)
   // or while its body was read, and 'close' has been emitted before anyone listened.
   if (req.socket.destroyed && !res.writableFinished) {
-    controller.abort();
-    return controller.signal;
+    gone.abort();
+    return gone.signal;
   }
   res.on('close', () => {
-    if (!res.writableFinished) controller.abort();
+    if (!res.writableFinished) gone.abort();
   });
-  return controller.signal;
+  return gone.signal;
 }

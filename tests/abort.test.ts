@@ -1,7 +1,7 @@
 /**
  * lib/abort.ts: several parties listen to one request's abort signal through one real listener.
  */
-import { onAbort } from '../lib/abort';
+import { onAbort, ownAbort } from '../lib/abort';
 
 describe('onAbort', () => {
   test('each party is called once, in the order it started listening, through one listener on the signal', () => {
@@ -57,5 +57,22 @@ describe('onAbort', () => {
     onAbort(b.signal, () => heard.push('b'));
     b.abort();
     expect(heard).toEqual(['b']);
+  });
+});
+
+describe('ownAbort', () => {
+  test('its abort tells the parties directly, with no listener on the signal, after the signal\'s own listeners', () => {
+    const gone = ownAbort();
+    const added = jest.spyOn(gone.signal, 'addEventListener');
+    const calls: string[] = [];
+    onAbort(gone.signal, () => calls.push('core'));
+    onAbort(gone.signal, () => calls.push('answer'));
+    expect(added).not.toHaveBeenCalled();
+    added.mockRestore();
+    gone.signal.addEventListener('abort', () => calls.push('fetch'));
+    gone.abort();
+    gone.abort(); // once only
+    expect(gone.signal.aborted).toBe(true);
+    expect(calls).toEqual(['fetch', 'core', 'answer']);
   });
 });
