@@ -14,7 +14,7 @@ import { GatewayError, toGatewayError } from './errors';
 import { reserveEstimate, type Metering, type Tab } from './metering';
 import type { ModelCatalog } from './models';
 import { countInputTokens, countTokens } from './tokens';
-import type { ChatEvent, ChatInput, ChatRequest, ChatResult, FinishReason, ModelCategory, ModelEntry, Principal, ToolCall, Usage } from './types';
+import type { ChatEvent, ChatRequest, ChatResult, FinishReason, ModelCategory, ModelEntry, Principal, ToolCall, Usage } from './types';
 
 export interface CallContext {
   principal: Principal;
@@ -71,7 +71,7 @@ export class ChatService {
   async open(ctx: CallContext, request: ChatRequest): Promise<ChatExecution> {
     const startedAt = this.now();
     const model = await this.resolve(ctx, request.model);
-    const promptTokens = promptCounter(request.input, model);
+    const promptTokens = promptCounter(request, model);
     const outputBound = this.outputBound(request, model);
     const admission = this.metering.admit(ctx, model, { promptTokens: () => reserveEstimate(promptTokens()), completionTokens: outputBound });
     const generation = { model, request: withOutputBound(request, admission.boundsOutput, outputBound), promptTokens, startedAt };
@@ -95,7 +95,7 @@ export class ChatService {
     if (!first) return [];
     if (requests.some((r) => r.model !== first.model)) throw new Error('completeAll: every request must name the same model');
     const model = await this.resolve(ctx, first.model);
-    const items = requests.map((request) => ({ request, promptTokens: promptCounter(request.input, model), outputBound: this.outputBound(request, model) }));
+    const items = requests.map((request) => ({ request, promptTokens: promptCounter(request, model), outputBound: this.outputBound(request, model) }));
     const admission = this.metering.admit(ctx, model, {
       // Each input is its own chat (its own template), so each gets its own margin.
       promptTokens: () => items.reduce((sum, item) => sum + reserveEstimate(item.promptTokens()), 0),
@@ -210,6 +210,8 @@ class RelayedAnswer implements ChatEvents {
       if (chunk.content || chunk.thinking || chunk.toolCalls.length) {
         this.firstTokenAt ??= this.now();
         this.relayedText += chunk.content + chunk.thinking;
+        // A tool call is generated text too: the client has it, so it is billed with the rest.
+        for (const call of chunk.toolCalls) this.relayedText += call.name + JSON.stringify(call.arguments);
         const delta: ChatEvent = { type: 'delta', content: chunk.content };
         if (chunk.thinking) delta.thinking = chunk.thinking;
         if (chunk.toolCalls.length) delta.toolCalls = chunk.toolCalls;
@@ -283,7 +285,9 @@ class RelayedAnswer implements ChatEvents {
   private fail(err: unknown, clientLeft: boolean): GatewayError {
     if (this.end()) {
       const completionTokens = countTokens(this.relayedText, this.encoding);
-      this.failure = this.tab.fail(err, clientLeft, { promptTokens: completionTokens > 0 ? this.generation.promptTokens() : 0, completionTokens });
+      // The prompt is billed once anything it produced reached the client.
+      const relayedAnything = this.firstTokenAt !== null;
+      this.failure = this.tab.fail(err, clientLeft, { promptTokens: relayedAnything ? this.generation.promptTokens() : 0, completionTokens });
     }
     return this.failure ?? toGatewayError(err);
   }
@@ -317,9 +321,9 @@ async function collect(events: ChatEvents): Promise<ChatResult> {
  * The tiktoken count of a prompt, made on first use and at most once: admission asks only when the
  * estimate changes what is reserved, and settlement only when Ollama left its own count out.
  */
-function promptCounter(input: ChatInput, model: ModelEntry): () => number {
+function promptCounter(request: ChatRequest, model: ModelEntry): () => number {
   let count: number | undefined;
-  return () => (count ??= countInputTokens(input, model.tokenizer ?? undefined));
+  return () => (count ??= countInputTokens(request.input, model.tokenizer ?? undefined, request.tools));
 }
 
 /** A limited balance with a priced output must never produce more than was reserved for. */

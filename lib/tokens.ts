@@ -3,7 +3,7 @@
  * reserve credits, `/tokens`, and the output of a stream that was cut before Ollama's final counts.
  */
 import { get_encoding, type Tiktoken, type TiktokenEncoding } from 'tiktoken';
-import type { ChatInput } from './types';
+import type { ChatInput, ToolSpec } from './types';
 
 export const DEFAULT_ENCODING: TiktokenEncoding = 'cl100k_base';
 const KNOWN_ENCODINGS: readonly TiktokenEncoding[] = ['cl100k_base', 'o200k_base', 'p50k_base', 'r50k_base', 'gpt2'];
@@ -80,9 +80,26 @@ function remember(key: string, count: number): void {
 /** Chat templates add a few tokens per message (role markers); this keeps estimates on the safe side. */
 const TOKENS_PER_MESSAGE = 4;
 
-export function countInputTokens(input: ChatInput, encoding?: string): number {
+/**
+ * What an image adds to a prompt, for the estimate (Ollama counts the real figure): vision models
+ * spend hundreds to a few thousand tokens an image (LLaVA 576, Llama 3.2 Vision up to ~1,600 a tile).
+ * The estimate is what a limited balance reserves, and a charge never exceeds what was reserved, so
+ * erring low would undercharge.
+ */
+export const TOKENS_PER_IMAGE = 2_048;
+
+/**
+ * The prompt as Ollama's chat template renders it, estimated: the messages' text, their tool calls'
+ * arguments, the tool definitions (rendered into the prompt as JSON) and an allowance per image.
+ */
+export function countInputTokens(input: ChatInput, encoding?: string, tools?: readonly ToolSpec[]): number {
   if (input.kind === 'prompt') return countTokens(input.prompt, encoding) + countTokens(input.suffix ?? '', encoding);
   let total = 0;
-  for (const message of input.messages) total += TOKENS_PER_MESSAGE + countTokens(message.content, encoding);
+  for (const message of input.messages) {
+    total += TOKENS_PER_MESSAGE + countTokens(message.content, encoding);
+    if (message.toolCalls) for (const call of message.toolCalls) total += countTokens(call.name + JSON.stringify(call.arguments), encoding);
+    if (message.images) total += message.images.length * TOKENS_PER_IMAGE;
+  }
+  if (tools && tools.length > 0) total += countTokens(JSON.stringify(tools), encoding);
   return total;
 }

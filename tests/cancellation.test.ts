@@ -5,6 +5,14 @@
 import { until } from './support/until';
 import { startHarness, type Harness } from './support/harness';
 import { tokenize } from './support/ollama-double';
+import { countTokens } from '../lib/tokens';
+
+const TOOLS = [
+  {
+    type: 'function',
+    function: { name: 'get_weather', description: 'The weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' } } } },
+  },
+];
 
 jest.setTimeout(30_000);
 
@@ -20,6 +28,7 @@ describe('cancellation and partial billing', () => {
   let h: Harness;
   let auth: Record<string, string>;
   let orgId: string;
+  let apiKey: string;
   const usage = (requestId: string) => h.store.db.prepare('SELECT status, error_code, prompt_tokens, completion_tokens, cost_micro FROM usage WHERE request_id = ?').get(requestId) as UsageRow | undefined;
   /** Sends a Covalid request and aborts it once `when()` holds. */
   async function leaveWhen(requestId: string, when: () => boolean): Promise<void> {
@@ -42,6 +51,7 @@ describe('cancellation and partial billing', () => {
     const key = h.createKey('leaver', 100);
     auth = { 'X-Client-Key': key.clientKey, 'X-Client-Secret': key.clientSecret };
     orgId = key.org.id;
+    apiKey = key.apiKey;
   });
   afterEach(() => h.close());
 
@@ -96,6 +106,65 @@ describe('cancellation and partial billing', () => {
     const row = usage('die-mid-00000001') as UsageRow;
     expect(row).toMatchObject({ status: 502, error_code: 'backend_error', completion_tokens: tokenize('Hello there friend').length });
     expect(row.cost_micro).toBeGreaterThan(0);
+  });
+
+  /** A streamed /v1 request with tools; returns the SSE text read until `until` shows in it (then aborts), or all of it. */
+  async function toolStream(requestId: string, leaveOnceSeen?: string): Promise<string> {
+    const controller = new AbortController();
+    const res = await fetch(`${h.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${apiKey}`, 'X-Request-Id': requestId },
+      body: JSON.stringify({ model: 'priced', stream: true, tools: TOOLS, messages: [{ role: 'user', content: 'the weather in Paris and Rome, for my trip next week' }] }),
+    });
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return text;
+      text += decoder.decode(value, { stream: true });
+      if (leaveOnceSeen && text.includes(leaveOnceSeen)) {
+        controller.abort();
+        return text;
+      }
+    }
+  }
+
+  test('leaving once a tool call was relayed bills the call and the prompt that produced it', async () => {
+    h.double.options.tokenDelayMs = 1_000; // the final line comes long after the tool call
+    h.double.queue.push({ kind: 'reply', tokens: [], toolCalls: [{ name: 'get_weather', arguments: { city: 'Paris' } }] });
+    const text = await toolStream('tool-left-000001', '"get_weather"');
+    expect(text).toContain('"tool_calls"');
+    await until(() => usage('tool-left-000001') !== undefined, 'the usage row');
+    const row = usage('tool-left-000001') as UsageRow;
+    expect(row).toMatchObject({ status: 499, error_code: 'client_closed' });
+    // The call as generated text (name and arguments), and the prompt with the tool definitions.
+    expect(row.completion_tokens).toBe(countTokens(`get_weather${JSON.stringify({ city: 'Paris' })}`));
+    expect(row.prompt_tokens).toBeGreaterThan(countTokens(JSON.stringify([{ name: 'get_weather' }])));
+    expect(row.cost_micro).toBeGreaterThan(0);
+    expect(h.store.getOrg(orgId)?.balanceMicro).toBe(100_000_000 - row.cost_micro);
+  });
+
+  test('Ollama failing after two tool calls were relayed: an error event, and the calls and prompt billed', async () => {
+    h.double.options.tokenDelayMs = 20;
+    h.double.queue.push({
+      kind: 'error-mid',
+      tokens: [],
+      toolCalls: [
+        { name: 'get_weather', arguments: { city: 'Paris' } },
+        { name: 'get_weather', arguments: { city: 'Rome' } },
+      ],
+      message: 'model runner has unexpectedly stopped',
+    });
+    const text = await toolStream('tool-died-000001');
+    expect(text).toContain('"tool_calls"');
+    expect(text).toContain('model runner has unexpectedly stopped');
+    const row = usage('tool-died-000001') as UsageRow;
+    expect(row).toMatchObject({ status: 502, error_code: 'backend_error' });
+    expect(row.completion_tokens).toBeGreaterThan(0);
+    expect(row.prompt_tokens).toBeGreaterThan(0);
+    expect(h.store.getOrg(orgId)?.balanceMicro).toBe(100_000_000 - row.cost_micro);
   });
 });
 

@@ -4,6 +4,7 @@
  */
 import { Store } from '../db/store';
 import { startHarness, postJson, type Harness } from './support/harness';
+import { countTokens } from '../lib/tokens';
 
 describe('credit reservation and settlement', () => {
   let h: Harness;
@@ -103,5 +104,35 @@ describe('credit reservation and settlement', () => {
     expect(row.cost_micro).toBe(res.body.completion_tokens * 1000);
     // No bound was forced on Ollama for an unlimited organisation.
     expect(h.double.generations().at(-1)?.body?.options).toEqual({});
+  });
+});
+
+describe('what a limited balance reserves for a prompt', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness();
+  });
+  afterAll(() => h.close());
+
+  test('tool definitions count: a prompt that is mostly tools is charged its whole price, not the text alone', async () => {
+    // Priced on input only: the reservation is the prompt's estimate, and a charge never exceeds it.
+    h.store.setModel({ name: 'input-priced', ollamaModel: 'llama3.2', inputMicroPer1k: 1_000_000, outputMicroPer1k: 0 });
+    const key = h.createKey('tool-heavy', 100);
+    const description = Array.from({ length: 3_000 }, (_, i) => `word${i % 50}`).join(' ');
+    const tools = [{ type: 'function', function: { name: 'lookup', description, parameters: { type: 'object', properties: {} } } }];
+    // Ollama renders the tools into the prompt, so its prompt count has them.
+    const toolTokens = countTokens(JSON.stringify([{ name: 'lookup', description, parameters: { type: 'object', properties: {} } }]));
+    h.double.queue.push({ kind: 'reply', tokens: ['ok'], promptEvalCount: toolTokens + 10 });
+    const res = await postJson(
+      `${h.url}/v1/chat/completions`,
+      { model: 'input-priced', tools, messages: [{ role: 'user', content: 'hi' }] },
+      { Authorization: `Bearer ${key.apiKey}`, 'X-Request-Id': 'tool-heavy-00001' },
+    );
+    expect(res.status).toBe(200);
+    h.store.flush();
+    const row = h.store.db.prepare('SELECT prompt_tokens, cost_micro FROM usage WHERE request_id = ?').get('tool-heavy-00001') as { prompt_tokens: number; cost_micro: number };
+    expect(row.prompt_tokens).toBe(toolTokens + 10);
+    expect(row.cost_micro).toBe((toolTokens + 10) * 1_000); // list price, not capped at the text's estimate
+    expect(h.store.getOrg(key.org.id)?.balanceMicro).toBe(100_000_000 - row.cost_micro);
   });
 });

@@ -2,7 +2,7 @@
  * Token counting: tiktoken's counts, the same whether or not a text was counted before.
  */
 import { get_encoding } from 'tiktoken';
-import { countInputTokens, countTokens, prepareEncoders, preparedEncoders } from '../lib/tokens';
+import { countInputTokens, countTokens, prepareEncoders, preparedEncoders, TOKENS_PER_IMAGE } from '../lib/tokens';
 
 const reference = get_encoding('cl100k_base');
 const tiktokenCount = (text: string) => reference.encode_ordinary(text).length;
@@ -31,6 +31,21 @@ describe('countTokens', () => {
   test('chat input adds a few tokens per message for the template', () => {
     const one = countTokens('hello');
     expect(countInputTokens({ kind: 'messages', messages: [{ role: 'user', content: 'hello' }] })).toBe(one + 4);
+  });
+
+  test('the estimate has what the template renders besides text: tool definitions, earlier tool calls, images', () => {
+    const tools = [{ name: 'get_weather', description: 'The weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' } } } }];
+    const call = { id: 'call_1', name: 'get_weather', arguments: { city: 'Paris' } };
+    const input = {
+      kind: 'messages' as const,
+      messages: [
+        { role: 'user' as const, content: 'what is this?', images: ['aGVsbG8=', 'aGVsbG8='] },
+        { role: 'assistant' as const, content: '', toolCalls: [call] },
+      ],
+    };
+    expect(countInputTokens(input, undefined, tools)).toBe(
+      countTokens('what is this?') + 4 + 2 * TOKENS_PER_IMAGE + 4 + countTokens(`get_weather${JSON.stringify({ city: 'Paris' })}`) + countTokens(JSON.stringify(tools)),
+    );
   });
 });
 

@@ -35,9 +35,11 @@ export type Behaviour =
       /** Override the reported counts; `null` omits the field as Ollama does for zero/cached. */
       promptEvalCount?: number | null;
       evalCount?: number | null;
+      /** Lines of ~500 bytes after the final line: never Ollama itself, but a broken proxy in front of it. */
+      linesAfterDone?: number;
     }
   | { kind: 'error-before'; status: number; message: string }
-  | { kind: 'error-mid'; tokens: string[]; message: string }
+  | { kind: 'error-mid'; tokens: string[]; message: string; toolCalls?: Array<{ name: string; arguments: Record<string, unknown> }> }
   | { kind: 'die-mid'; tokens: string[] }
   | { kind: 'no-done'; tokens: string[] }
   /** Something that is not Ollama's answer (e.g. a reverse proxy's page), with status 200 unless given. */
@@ -368,7 +370,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     const contentLines = emitted.map((t) => line(t));
     if (behaviour.kind === 'reply' && behaviour.lastTokenOnDoneLine && contentLines.length > 0) contentLines.pop();
     for (const l of contentLines) lines.push(l); // not a spread: a long answer would overflow the call stack
-    if (behaviour.kind === 'reply' && behaviour.toolCalls?.length) {
+    if ((behaviour.kind === 'reply' || behaviour.kind === 'error-mid') && behaviour.toolCalls?.length) {
       lines.push(
         line('', {
           tool_calls: behaviour.toolCalls.map((c, index) => ({ id: `call_${index}${Math.random().toString(36).slice(2, 10)}`, function: { index, name: c.name, arguments: c.arguments } })),
