@@ -163,4 +163,39 @@ describe('AnswerStream', () => {
     expect(controller.paused).toBe(false); // and it is not left paused, which would hold it forever
     await answer.ready();
   });
+
+  test('a line longer than the read-ahead is read to its end, not paused with nothing to take', async () => {
+    const { answer, controller, start, data } = setUp();
+    start();
+    const long = `{"n":1,"context":[${Array.from({ length: 20_000 }, (_, i) => i).join(',')}]}\n`; // ~110 KB
+    const pending = answer.next();
+    for (let at = 0; at < long.length - 16_384; at += 16_384) data(long.slice(at, at + 16_384));
+    // Over 64 KiB read and no line yet: nothing for the consumer to take, so nothing may pause.
+    expect(controller.paused).toBe(false);
+    data(long.slice(Math.floor((long.length - 1) / 16_384) * 16_384));
+    expect((await pending).value).toEqual([expect.objectContaining({ n: 1 })]);
+    expect(controller.paused).toBe(false);
+  });
+
+  test('a body that ends without a line is a failure before the first token, not an answer', async () => {
+    const { answer, start } = setUp();
+    const readiness = answer.ready();
+    start();
+    answer.onResponseEnd();
+    await expect(readiness).rejects.toThrow(/empty body/);
+  });
+
+  test('bytes after the final line are not queued nor held back, and past a read\'s worth the connection is closed', async () => {
+    const { answer, controller, start, data } = setUp();
+    start();
+    data('{"n":1}\n{"done":true}\n{"n":2}\n');
+    expect((await answer.next()).value).toEqual([{ n: 1 }, { done: true }]); // not what came after
+    const filler = `{"pad":"${'x'.repeat(1000)}"}\n`;
+    for (let i = 0; i < 60; i++) data(filler);
+    expect(controller.pauses).toBe(0);
+    expect(controller.aborted).toBe(false); // a little is tolerated: the connection is worth keeping
+    for (let i = 0; i < 10; i++) data(filler);
+    expect(controller.aborted).toBe(true);
+    expect(controller.reason?.message).toMatch(/after its final line/);
+  });
 });

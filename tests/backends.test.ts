@@ -223,6 +223,14 @@ describe('several Ollama hosts', () => {
     expect((await health(h)).backends[0]?.state).toBe('cooling');
   });
 
+  test('an empty 200 from host 1 is a failure before the first token: retried on host 2', async () => {
+    d1.queue.push({ kind: 'no-done', tokens: [] });
+    const res = await chat({ prompt: 'nothing came back' });
+    expect(res.status).toBe(200);
+    expect(res.body.response).toBe('Echo: nothing came back');
+    expect([d1.generations().length, d2.generations().length]).toEqual([1, 1]);
+  });
+
   test('503 busy on host 1 is retried on host 2 without taking host 1 out', async () => {
     d1.queue.push({ kind: 'error-before', status: 503, message: 'server busy, please try again.  maximum pending requests exceeded' });
     const res = await chat({ prompt: 'busy' });

@@ -189,6 +189,14 @@ describe('POST /v1/chat/completions (streaming)', () => {
     expect(busy.headers.get('retry-after')).toMatch(/^\d+$/);
   });
 
+  test('an empty 200 from Ollama (no line at all) is a real 502 before the headers, not a stream that fails', async () => {
+    h.double.queue.push({ kind: 'no-done', tokens: [] });
+    const res = await postJson(url(), { model: 'covalid-1.0', messages: [{ role: 'user', content: 'x' }], stream: true }, bearer());
+    expect(res.status).toBe(502);
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(res.body.error.message).toMatch(/Ollama answered something that is not JSON: an empty body/);
+  });
+
   test('Ollama failing mid-stream: an error event, then [DONE]; the SDK throws APIError', async () => {
     h.double.queue.push({ kind: 'error-mid', tokens: ['Hel', 'lo'], message: 'model runner has unexpectedly stopped' });
     const res = await postJson(url(), { model: 'covalid-1.0', messages: [{ role: 'user', content: 'x' }], stream: true }, bearer());

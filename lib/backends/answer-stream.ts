@@ -72,6 +72,7 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<
    * connection is worth keeping alive).
    */
   private lastSeen = false;
+  private bytesAfterLast = 0;
 
   constructor(options: AnswerStreamOptions<T>) {
     this.convert = options.convert;
@@ -108,6 +109,14 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<
       return;
     }
     if (this.failure !== NO_FAILURE || this.cancelledByUs) return;
+    if (this.lastSeen) {
+      // Ollama sends nothing after its final line; something in front of it might. It is not queued
+      // (nobody reads past the final line) nor held back (nothing would resume the socket), and past a
+      // read's worth the connection is closed rather than kept for a body that may never end.
+      this.bytesAfterLast += chunk.length;
+      if (this.bytesAfterLast > PAUSE_AFTER_BYTES) controller.abort(new Error('Ollama kept sending after its final line.'));
+      return;
+    }
     const lines: object[] = [];
     this.queuedBytes += chunk.length;
     try {
@@ -155,13 +164,16 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<
   // ---- the consumer's side ----------------------------------------------------------------------
 
   /**
-   * Settles when the first line has arrived (Ollama sends its headers with the first token) or the
-   * answer ended; rejects with the raw failure if that came first.
+   * Settles when the first line has arrived (Ollama sends its headers with the first token); rejects
+   * with the raw failure if that came first, or if the answer ended without a line.
    */
   ready(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const check = (): void => {
-        if (this.queued.length > 0 || this.ended) resolve();
+        if (this.queued.length > 0) resolve();
+        // A body with no line at all is not an answer: a failure before the first token, so the pool
+        // may retry it elsewhere and the client gets a real status, not a stream that fails at once.
+        else if (this.ended) reject(new SyntaxError('an empty body, without a single line'));
         else if (this.failure !== NO_FAILURE) reject(this.failure);
         else this.notify = check;
       };
@@ -220,8 +232,9 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<
   private deliver(lines: object[]): void {
     if (lines.length === 0) return;
     for (const line of lines) {
+      if (this.lastSeen) break; // nothing after the final line is part of the answer
       const item = this.convert(line);
-      if (!this.lastSeen && this.isLast(item)) this.lastSeen = true;
+      if (this.isLast(item)) this.lastSeen = true;
       this.queued.push(item);
     }
     this.wake();

@@ -419,6 +419,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
           else final.response = last;
         }
         await writer.write(final);
+        for (let i = 0; i < (behaviour.linesAfterDone ?? 0); i++) await writer.write(line('x'.repeat(500)));
         record.completed = true;
         return void (await writer.end());
       }
