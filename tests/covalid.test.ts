@@ -76,6 +76,17 @@ describe('POST /api/chat.php', () => {
     expect(sent?.completed).toBe(true);
   });
 
+  test('a proxy in front of Ollama that sends more after the final line: the answer stands, the gateway goes on', async () => {
+    h.double.queue.push({ kind: 'reply', tokens: ['All', ' here'], linesAfterDone: 300 }); // ~150 KB after done
+    const res = await postJson(chatUrl(), { prompt: 'and then some' }, auth);
+    expect(res.status).toBe(200);
+    expect(res.body.response).toBe('All here');
+    // The next request is served (that connection was closed, not left paused holding a slot).
+    const next = await postJson(chatUrl(), { prompt: 'next' }, auth);
+    expect(next.status).toBe(200);
+    expect(next.body.response).toBe('Echo: next');
+  });
+
   test('defaults to covalid-1.0 and keeps an incoming well-formed request id', async () => {
     const res = await postJson(chatUrl(), { prompt: 'hi' }, { ...auth, 'X-Request-Id': 'client-id-12345' });
     expect(res.status).toBe(200);
