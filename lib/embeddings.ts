@@ -4,12 +4,21 @@
  * and the balance never goes below zero.
  */
 import type { BackendPool } from './backends/pool';
+import type { Backend, EmbedResult } from './backends/types';
 import type { CallContext } from './chat';
 import { GatewayError } from './errors';
 import { reserveEstimate, type Metering } from './metering';
 import type { ModelCatalog } from './models';
 import { countTokens } from './tokens';
 import type { Cost, ModelEntry } from './types';
+
+/**
+ * Inputs per request to Ollama. A whole batch of 2,048 inputs of a 4,096-dimension model is a 115 MB
+ * answer, parsed in one piece (seconds of a blocked event loop: every stream on the gateway waits);
+ * batches of this many keep each parse to milliseconds, with the event loop free between them.
+ * Ollama batches inputs for the model itself, so little is lost.
+ */
+export const EMBED_BATCH_INPUTS = 32;
 
 export interface EmbeddingResult {
   model: ModelEntry;
@@ -42,21 +51,36 @@ export class EmbeddingService {
     let result;
     try {
       // dispatch: the fair queue, and one retry on another host when the first fails before answering.
+      // The batches go to one host in turn, within one slot; a failure in any is a failure before the
+      // answer (nothing has reached the client), so the pool may retry the whole on another host.
       const { lease, result: embedded } = await this.pool.dispatch(model.ollamaModel, { orgId: ctx.principal.orgId, signal: ctx.signal }, (backend) =>
-        backend.embed(model.ollamaModel, inputs, ctx.signal),
+        embedInBatches(backend, model.ollamaModel, inputs, ctx.signal),
       );
       lease.release();
       result = embedded;
-      if (result.embeddings.length !== inputs.length) {
-        throw new GatewayError('backend_error', `Ollama returned ${result.embeddings.length} embeddings for ${inputs.length} inputs.`);
-      }
     } catch (err) {
       throw admission.fail(err, ctx.signal.aborted);
     }
 
-    // Ollama omits a zero count; tiktoken stands in for it.
+    // Ollama omits a zero count (for a batch); tiktoken stands in for all of it then.
     const promptTokens = result.promptTokens ?? estimate();
     const cost = admission.done({ promptTokens, completionTokens: 0 });
     return { model, embeddings: result.embeddings, promptTokens, cost };
   }
+}
+
+/** Embeds `inputs` in batches of EMBED_BATCH_INPUTS; the count is Ollama's only if every batch had one. */
+async function embedInBatches(backend: Backend, ollamaModel: string, inputs: string[], signal: AbortSignal): Promise<EmbedResult> {
+  const embeddings: number[][] = [];
+  let promptTokens: number | undefined = 0;
+  for (let start = 0; start < inputs.length; start += EMBED_BATCH_INPUTS) {
+    const batch = inputs.slice(start, start + EMBED_BATCH_INPUTS);
+    const answer = await backend.embed(ollamaModel, batch, signal);
+    if (answer.embeddings.length !== batch.length) {
+      throw new GatewayError('backend_error', `Ollama returned ${answer.embeddings.length} embeddings for ${batch.length} inputs.`);
+    }
+    for (const vector of answer.embeddings) embeddings.push(vector);
+    promptTokens = promptTokens !== undefined && answer.promptTokens !== undefined ? promptTokens + answer.promptTokens : undefined;
+  }
+  return { embeddings, promptTokens };
 }

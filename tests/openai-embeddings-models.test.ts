@@ -40,6 +40,47 @@ describe('/v1 embeddings and models', () => {
     expect(embedCalls()[0]?.body).toEqual({ model: 'nomic-embed-text', input: ['héllo wörld', 'second 😀'] });
   });
 
+  test('many inputs go to Ollama in batches of 32, and come back in order with the counts summed', async () => {
+    const input = Array.from({ length: 100 }, (_, i) => `text number ${i}`);
+    const res = await postJson(`${h.url}/v1/embeddings`, { model: 'embed-small', input, encoding_format: 'float' }, bearer());
+    expect(res.status).toBe(200);
+    expect(embedCalls().map((c) => (c.body?.input as string[]).length)).toEqual([32, 32, 32, 4]);
+    expect(embedCalls().flatMap((c) => c.body?.input as string[])).toEqual(input);
+    const data = res.body.data as Array<{ index: number; embedding: number[] }>;
+    expect(data.map((d) => d.index)).toEqual(input.map((_, i) => i));
+    expect(data.map((d) => d.embedding)).toEqual(input.map((t) => embedding(t)));
+    const tokens = input.reduce((sum, t) => sum + tokenize(t).length, 0);
+    expect(res.body.usage).toEqual({ prompt_tokens: tokens, total_tokens: tokens });
+  });
+
+  test('a large answer (100 vectors of 4,096) is written in pieces: the same JSON, chunked; the SDK reads it', async () => {
+    h.double.options.embedDims = 4096;
+    try {
+      const input = Array.from({ length: 100 }, (_, i) => `passage ${i}`);
+      const res = await fetch(`${h.url}/v1/embeddings`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', ...bearer() },
+        body: JSON.stringify({ model: 'embed-small', input, encoding_format: 'float' }),
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(res.headers.get('transfer-encoding')).toBe('chunked');
+      const tokens = input.reduce((sum, t) => sum + tokenize(t).length, 0);
+      const expected = {
+        object: 'list',
+        data: input.map((t, index) => ({ object: 'embedding', index, embedding: embedding(t, 4096) })),
+        model: 'embed-small',
+        usage: { prompt_tokens: tokens, total_tokens: tokens },
+      };
+      expect(await res.text()).toBe(JSON.stringify(expected));
+      const viaSdk = await client.embeddings.create({ model: 'embed-small', input: input.slice(0, 70) }); // base64, 286,720 numbers
+      expect(viaSdk.data).toHaveLength(70);
+      expect(viaSdk.data[69]?.embedding).toEqual(asFloat32(embedding('passage 69', 4096)));
+    } finally {
+      h.double.options.embedDims = undefined;
+    }
+  });
+
   test('raw base64 is the little-endian float32 bytes; float is the plain numbers', async () => {
     const b64 = await postJson(`${h.url}/v1/embeddings`, { model: 'embed-small', input: 'abc', encoding_format: 'base64' }, bearer());
     expect(b64.status).toBe(200);

@@ -80,6 +80,8 @@ export interface DoubleOptions {
    * long each token took to reach it.
    */
   stampTokens?: boolean;
+  /** Dimensions of the embeddings /api/embed returns (default 8). */
+  embedDims?: number;
   /** Concurrent generations (Ollama's OLLAMA_NUM_PARALLEL); 0 means unbounded. */
   parallel?: number;
   /** Waiting generations beyond which the double answers 503 "server busy" (OLLAMA_MAX_QUEUE). */
@@ -281,7 +283,7 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
       const input = typeof body.input === 'string' ? [body.input] : body.input;
       if (!Array.isArray(input) || input.some((i) => typeof i !== 'string')) return sendJson(400, { error: 'invalid input type' });
       const texts = input as string[];
-      const result: Record<string, unknown> = { model, embeddings: texts.map(embedding) };
+      const result: Record<string, unknown> = { model, embeddings: texts.map((t) => embedding(t, options.embedDims)) };
       if (texts.length > 0) {
         result.total_duration = 1_234_567;
         result.prompt_eval_count = texts.reduce((sum, t) => sum + tokenize(t).length, 0) || undefined;
@@ -589,13 +591,19 @@ function readBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
-/** A deterministic, L2-normalised 8-dimensional vector for a text. */
-export function embedding(text: string): number[] {
-  const v = Array.from({ length: 8 }, (_, i) => {
-    let h = 2166136261 ^ i;
-    for (const ch of text) h = Math.imul(h ^ ch.codePointAt(0)!, 16777619);
-    return ((h >>> 0) / 2 ** 32) * 2 - 1;
-  });
-  const norm = Math.hypot(...v) || 1;
+/** A deterministic, L2-normalised vector for a text (8 dimensions unless asked: real models have 384–4,096). */
+export function embedding(text: string, dims = 8): number[] {
+  // The text hashed once (FNV-1a), then one mixing step per dimension: cheap at 4,096 dimensions.
+  let state = 2166136261;
+  for (const ch of text) state = Math.imul(state ^ (ch.codePointAt(0) as number), 16777619);
+  const v = new Array<number>(dims);
+  for (let i = 0; i < dims; i++) {
+    state = Math.imul(state ^ (state >>> 15), 2246822507) + 0x9e3779b9;
+    state = (state ^ (state >>> 13)) >>> 0;
+    v[i] = (state / 2 ** 32) * 2 - 1;
+  }
+  let sum = 0;
+  for (const x of v) sum += x * x;
+  const norm = Math.sqrt(sum) || 1;
   return v.map((x) => x / norm);
 }

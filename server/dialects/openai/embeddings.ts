@@ -3,6 +3,8 @@
  * arrays or, with `encoding_format: "base64"` (openai-node's default!), as the base64 of the raw
  * little-endian float32 bytes of each vector.
  */
+import type { Response } from 'express';
+import { replyJson } from '../../json-reply';
 import { z } from 'zod';
 import { badParam, parseOrThrow } from './validation';
 
@@ -60,4 +62,48 @@ export function renderEmbeddings(model: string, embeddings: number[][], encoding
     model,
     usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
   };
+}
+
+/**
+ * Past this many numbers (64 vectors of 4,096) a reply is written a piece at a time: serialising 2,048
+ * vectors of 4,096 in one JSON.stringify is a 115 MB string and about a second with the event loop
+ * blocked, while every stream on the gateway waits.
+ */
+const PIECEWISE_NUMBERS = 64 * 4_096;
+const VECTORS_PER_PIECE = 32;
+
+/**
+ * Replies with the embeddings: as one JSON body when small, else the same bytes in pieces (chunked),
+ * the event loop free between them and the client's pace respected.
+ */
+export async function replyEmbeddings(res: Response, model: string, embeddings: number[][], encoding: 'float' | 'base64', promptTokens: number): Promise<void> {
+  let numbers = 0;
+  for (const vector of embeddings) numbers += vector.length;
+  if (numbers <= PIECEWISE_NUMBERS) return replyJson(res, renderEmbeddings(model, embeddings, encoding, promptTokens));
+  res.statusCode = 200;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  // The same text as JSON.stringify(renderEmbeddings(...)), key for key.
+  let piece = '{"object":"list","data":[';
+  for (let index = 0; index < embeddings.length; index++) {
+    const vector = embeddings[index] as number[];
+    piece += `${index > 0 ? ',' : ''}${JSON.stringify({ object: 'embedding', index, embedding: encoding === 'base64' ? float32Base64(vector) : vector })}`;
+    if ((index + 1) % VECTORS_PER_PIECE !== 0) continue;
+    const keptUp = res.write(piece);
+    piece = '';
+    await (keptUp ? new Promise<void>((resolve) => setImmediate(resolve)) : drainedOrGone(res));
+    if (res.destroyed) return;
+  }
+  res.end(`${piece}],"model":${JSON.stringify(model)},"usage":${JSON.stringify({ prompt_tokens: promptTokens, total_tokens: promptTokens })}}`);
+}
+
+function drainedOrGone(res: Response): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }

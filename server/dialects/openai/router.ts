@@ -14,7 +14,7 @@ import { parseChatBody } from './chat-request';
 import { renderChatCompletion } from './chat-response';
 import { chatChunkRenderer } from './chat-stream';
 import { completionChunkRenderer, parseCompletionBody, renderCompletion } from './completions';
-import { parseEmbeddingsBody, renderEmbeddings } from './embeddings';
+import { parseEmbeddingsBody, replyEmbeddings } from './embeddings';
 import { listModels, retrieveModel } from './models';
 import { relayAsSse, type StreamRenderer } from './stream-relay';
 import { replyJson } from '../../json-reply';
@@ -89,7 +89,7 @@ export function openaiRouter(services: Services): Router {
     const parsed = parseEmbeddingsBody(req.body);
     locals(res).model = parsed.model;
     const result = await services.embeddings.embed(call, parsed.model, parsed.inputs);
-    replyJson(res, renderEmbeddings(parsed.model, result.embeddings, parsed.encoding, result.promptTokens));
+    await replyEmbeddings(res, parsed.model, result.embeddings, parsed.encoding, result.promptTokens);
   });
 
   router.get(`${OPENAI_PREFIX}/models`, async (req, res) => {
