@@ -4,6 +4,7 @@
  * and the balance never goes below zero.
  */
 import type { BackendPool } from './backends/pool';
+import { OllamaStreamError } from './backends/ndjson';
 import type { Backend, EmbedResult } from './backends/types';
 import type { CallContext } from './chat';
 import { GatewayError } from './errors';
@@ -44,7 +45,7 @@ export class EmbeddingService {
 
     // A tiktoken pass over every input, made only if admission or the usage fallback below needs it.
     let count: number | undefined;
-    const estimate = (): number => (count ??= inputs.reduce((sum, text) => sum + countTokens(text, model.tokenizer ?? undefined), 0));
+    const estimate = (): number => (count ??= countAll(inputs, model));
     // Embedding models have no output; only the input is priced and reserved.
     const admission = this.metering.admit(ctx, model, { promptTokens: () => reserveEstimate(estimate()), completionTokens: 0 });
 
@@ -54,7 +55,7 @@ export class EmbeddingService {
       // The batches go to one host in turn, within one slot; a failure in any is a failure before the
       // answer (nothing has reached the client), so the pool may retry the whole on another host.
       const { lease, result: embedded } = await this.pool.dispatch(model.ollamaModel, { orgId: ctx.principal.orgId, signal: ctx.signal }, (backend) =>
-        embedInBatches(backend, model.ollamaModel, inputs, ctx.signal),
+        embedInBatches(backend, model.ollamaModel, inputs, ctx.signal, (batch) => countAll(batch, model)),
       );
       lease.release();
       result = embedded;
@@ -62,25 +63,40 @@ export class EmbeddingService {
       throw admission.fail(err, ctx.signal.aborted);
     }
 
-    // Ollama omits a zero count (for a batch); tiktoken stands in for all of it then.
+    // Ollama omits a zero count; tiktoken stands in for it.
     const promptTokens = result.promptTokens ?? estimate();
     const cost = admission.done({ promptTokens, completionTokens: 0 });
     return { model, embeddings: result.embeddings, promptTokens, cost };
   }
 }
 
-/** Embeds `inputs` in batches of EMBED_BATCH_INPUTS; the count is Ollama's only if every batch had one. */
-async function embedInBatches(backend: Backend, ollamaModel: string, inputs: string[], signal: AbortSignal): Promise<EmbedResult> {
+/**
+ * Embeds `inputs` in batches of EMBED_BATCH_INPUTS. The count is Ollama's, batch by batch; `estimate`
+ * stands in for a batch whose count Ollama left out (it omits zero).
+ */
+async function embedInBatches(
+  backend: Backend,
+  ollamaModel: string,
+  inputs: string[],
+  signal: AbortSignal,
+  estimate: (batch: string[]) => number,
+): Promise<EmbedResult> {
   const embeddings: number[][] = [];
-  let promptTokens: number | undefined = 0;
+  let promptTokens = 0;
   for (let start = 0; start < inputs.length; start += EMBED_BATCH_INPUTS) {
     const batch = inputs.slice(start, start + EMBED_BATCH_INPUTS);
     const answer = await backend.embed(ollamaModel, batch, signal);
     if (answer.embeddings.length !== batch.length) {
-      throw new GatewayError('backend_error', `Ollama returned ${answer.embeddings.length} embeddings for ${batch.length} inputs.`);
+      // This request's failure, as before batching: neither retried nor held against the host.
+      const message = `Ollama returned ${answer.embeddings.length} embeddings for ${batch.length} inputs.`;
+      throw new GatewayError('backend_error', message, { cause: new OllamaStreamError(message) });
     }
     for (const vector of answer.embeddings) embeddings.push(vector);
-    promptTokens = promptTokens !== undefined && answer.promptTokens !== undefined ? promptTokens + answer.promptTokens : undefined;
+    promptTokens += answer.promptTokens ?? estimate(batch);
   }
   return { embeddings, promptTokens };
+}
+
+function countAll(texts: string[], model: ModelEntry): number {
+  return texts.reduce((sum, text) => sum + countTokens(text, model.tokenizer ?? undefined), 0);
 }

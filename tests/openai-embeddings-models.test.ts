@@ -53,6 +53,34 @@ describe('/v1 embeddings and models', () => {
     expect(res.body.usage).toEqual({ prompt_tokens: tokens, total_tokens: tokens });
   });
 
+  test('a batch whose count Ollama left out (it omits zero) is estimated alone; the others keep Ollama\'s count', async () => {
+    const text = 'héllo wörld 😀 supercalifragilistic';
+    const input = [...Array.from({ length: 32 }, () => text), ''];
+    const res = await postJson(`${h.url}/v1/embeddings`, { model: 'embed-small', input }, bearer());
+    expect(res.status).toBe(200);
+    expect(embedCalls()).toHaveLength(2);
+    // Batch one: Ollama's count (the double's words); batch two (''): none, estimated as 0.
+    expect(res.body.usage.prompt_tokens).toBe(32 * tokenize(text).length);
+  });
+
+  test('Ollama returning the wrong number of vectors is a 502 for this request; the host stays in', async () => {
+    const backend = h.services.pool.backends[0] as unknown as { embed: (model: string, input: string[], signal: AbortSignal) => Promise<{ embeddings: number[][] }> };
+    const original = backend.embed;
+    backend.embed = async (model, input, signal) => {
+      const answer = await original.call(backend, model, input, signal);
+      return { ...answer, embeddings: answer.embeddings.slice(1) };
+    };
+    try {
+      const res = await postJson(`${h.url}/v1/embeddings`, { model: 'embed-small', input: ['a', 'b'] }, bearer());
+      expect(res.status).toBe(502);
+      expect(res.body.error.message).toMatch(/returned 1 embeddings for 2 inputs/);
+    } finally {
+      backend.embed = original;
+    }
+    expect(h.services.pool.status().map((host) => host.state)).toEqual(['up']);
+    expect((await fetch(`${h.url}/ready`)).status).toBe(200);
+  });
+
   test('a large answer (100 vectors of 4,096) is written in pieces: the same JSON, chunked; the SDK reads it', async () => {
     h.double.options.embedDims = 4096;
     try {
