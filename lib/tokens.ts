@@ -81,12 +81,13 @@ function remember(key: string, count: number): void {
 const TOKENS_PER_MESSAGE = 4;
 
 /**
- * What an image adds to a prompt, for the estimate (Ollama counts the real figure): vision models
- * spend hundreds to a few thousand tokens an image (LLaVA 576, Llama 3.2 Vision up to ~1,600 a tile).
- * The estimate is what a limited balance reserves, and a charge never exceeds what was reserved, so
- * erring low would undercharge.
+ * What an image adds to a prompt, for the estimate (Ollama counts the real figure when it answers in
+ * full): LLaVA spends 576 tokens an image, gemma3 256, Qwen2.5-VL a few hundred. The estimate is what a
+ * limited balance reserves and tokens per minute hold, and what is billed when Ollama's own count is
+ * missing, so a worst case (Llama 3.2 Vision, up to ~1,600 a tile) would refuse and overcharge the
+ * common models; with it, such a model is charged at most its reservation.
  */
-export const TOKENS_PER_IMAGE = 2_048;
+export const TOKENS_PER_IMAGE = 768;
 
 /**
  * The prompt as Ollama's chat template renders it, estimated: the messages' text, their tool calls'

@@ -115,7 +115,7 @@ describe('limits over HTTP', () => {
     h.store.setKeyLimits(key.clientKey, { tpm: 10 });
     const res = await post(key);
     expect(res.status).toBe(429);
-    expect(res.body.error).toMatch(/may use up to 38 tokens, more than the limit of 10 tokens per minute for this key; lower max_tokens/);
+    expect(res.body.error).toMatch(/may use up to 38 tokens, more than the limit of 10 tokens per minute for this key; send a shorter prompt \(or fewer images\) or lower max_tokens/);
     expect(h.double.generations()).toHaveLength(0);
   });
 

@@ -98,7 +98,7 @@ export class Limits {
       throw this.refusal(
         result.blocking,
         tooLarge
-          ? `This request may use up to ${estimate} tokens, more than the limit of ${result.blocking.limit} tokens per minute for ${holder}; lower max_tokens.`
+          ? `This request may use up to ${estimate} tokens, more than the limit of ${result.blocking.limit} tokens per minute for ${holder}; send a shorter prompt (or fewer images) or lower max_tokens.`
           : `Rate limit reached: ${result.blocking.limit} tokens per minute for ${holder}.`,
         false,
       );
