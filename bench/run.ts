@@ -6,7 +6,7 @@
  * this process only generates load. Figures go to stdout and bench/RESULTS.md.
  *
  * Options (environment): BENCH_N (requests per run at 1 connection, default 2000),
- * BENCH_N64 (at 64 connections, default 6000), BENCH_STREAMS (concurrent streams, default 500),
+ * BENCH_N64 (at 64 connections, default 6000), BENCH_ROUNDS (throughput rounds, default 3), BENCH_STREAMS (concurrent streams, default 500),
  * BENCH_STREAM_DELAYS_MS (token paces for the many-streams runs, default `100,20`: 100 ms is ten tokens
  * a second per stream, already 5,000 tokens/s across 500 streams — more than one GPU box serves that
  * many at once; 20 ms is a stress run that saturates these 2 cores even without the gateway).
@@ -18,6 +18,12 @@ import { run, type RunStats, type Target } from './load';
 import { killChildren, peakMemoryMb, prepareDatabase, root, startChild, startDouble, startGateway } from './processes';
 const N1 = Number(process.env.BENCH_N ?? 2000);
 const N64 = Number(process.env.BENCH_N64 ?? 6000);
+/**
+ * The throughput runs are made this many times, every target once a round, and each figure is the
+ * round with the median req/s: this machine's speed drifts by a quarter within minutes, and a ratio
+ * of two runs minutes apart measured the drift as much as the gateway.
+ */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const STREAMS = Number(process.env.BENCH_STREAMS ?? 500);
 const STREAM_DELAYS = (process.env.BENCH_STREAM_DELAYS_MS ?? '100,20').split(',').map(Number);
 const STREAM_TOKENS = 50;
@@ -45,26 +51,35 @@ async function main(): Promise<void> {
   const openai = (stream: boolean): Target => ({ url: gateway.url, path: '/v1/chat/completions', headers: bearer, body: json({ model: 'bench-model', messages, stream }) });
   const covalid: Target = { url: gateway.url, path: '/api/chat.php', headers: covalidHeaders, body: json({ prompt: messages[0]?.content, model: 'bench-model' }) };
 
-  const rows: Array<{ name: string; conns: number; stats: RunStats }> = [];
+  /** Every round's stats, by run name and connection count. */
+  const rounds = new Map<string, RunStats[]>();
   const measure = async (name: string, target: Target, conns: number, n: number, stream = false) => {
     await run(target, conns, Math.min(200, n), stream); // warm-up: JIT, connection pools, caches
     const stats = await run(target, conns, n, stream);
-    rows.push({ name, conns, stats });
+    const key = `${name}|${conns}`;
+    rounds.set(key, [...(rounds.get(key) ?? []), stats]);
     console.log(`${name.padEnd(34)} c=${String(conns).padStart(3)}  ${stats.rps.toFixed(0).padStart(6)} req/s  mean ${stats.meanMs.toFixed(3)} ms  p50 ${stats.p50Ms.toFixed(3)}  p99 ${stats.p99Ms.toFixed(3)}  errors ${stats.errors}`);
     return stats;
   };
 
-  for (const conns of [1, 64]) {
-    const n = conns === 1 ? N1 : N64;
-    await measure('direct /api/chat (non-stream)', nativeChat(double.url, false), conns, n);
-    await measure('proxy /api/chat (non-stream)', nativeChat(proxy.url, false), conns, n);
-    await measure('gateway /v1/chat/completions', openai(false), conns, n);
-    await measure('direct /api/generate (non-stream)', nativeGenerate(double.url), conns, n);
-    await measure('gateway /api/chat.php', covalid, conns, n);
-    await measure('direct /api/chat (stream)', nativeChat(double.url, true), conns, n, true);
-    await measure('proxy /api/chat (stream)', nativeChat(proxy.url, true), conns, n, true);
-    await measure('gateway /v1/chat/completions stream', openai(true), conns, n, true);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const conns of [1, 64]) {
+      const n = conns === 1 ? N1 : N64;
+      await measure('direct /api/chat (non-stream)', nativeChat(double.url, false), conns, n);
+      await measure('proxy /api/chat (non-stream)', nativeChat(proxy.url, false), conns, n);
+      await measure('gateway /v1/chat/completions', openai(false), conns, n);
+      await measure('direct /api/generate (non-stream)', nativeGenerate(double.url), conns, n);
+      await measure('gateway /api/chat.php', covalid, conns, n);
+      await measure('direct /api/chat (stream)', nativeChat(double.url, true), conns, n, true);
+      await measure('proxy /api/chat (stream)', nativeChat(proxy.url, true), conns, n, true);
+      await measure('gateway /v1/chat/completions stream', openai(true), conns, n, true);
+    }
   }
+  const rows = [...rounds].map(([key, all]) => {
+    const [name, conns] = key.split('|') as [string, string];
+    const byRps = [...all].sort((a, b) => a.rps - b.rps);
+    return { name, conns: Number(conns), stats: byRps[Math.floor((byRps.length - 1) / 2)] as RunStats, all };
+  });
 
   // Many concurrent streams with a real token pace: what does the gateway add between tokens?
   const many: ManyStreams[] = [];
@@ -102,8 +117,14 @@ interface ManyStreams {
   gateway: RunStats;
 }
 
-function render(rows: Array<{ name: string; conns: number; stats: RunStats }>, many: ManyStreams[], memoryMb: number): string {
-  const get = (name: string, conns: number) => rows.find((r) => r.name === name && r.conns === conns)?.stats;
+function render(rows: Array<{ name: string; conns: number; stats: RunStats; all: RunStats[] }>, many: ManyStreams[], memoryMb: number): string {
+  const each = (name: string, conns: number) => rows.find((r) => r.name === name && r.conns === conns)?.all ?? [];
+  /** A figure taken round by round (both runs of a round share the machine's phase): median, then each round. */
+  const perRound = (values: number[], d: number) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    const median = sorted.length ? (sorted[Math.floor((sorted.length - 1) / 2)] as number) : NaN;
+    return values.length > 1 ? `${f(median, d)} (rounds: ${values.map((v) => f(v, d)).join(', ')})` : f(median, d);
+  };
   const f = (x: number | undefined, d = 3) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
   const sub = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? NaN : a - b);
   const table = [
@@ -112,23 +133,21 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats }>, m
     ...rows.map(({ name, conns, stats: s }) => `| ${name} | ${conns} | ${f(s.rps, 0)} | ${f(s.meanMs)} | ${f(s.p50Ms)} | ${f(s.p99Ms)} | ${f(s.ttfbP50Ms)} | ${s.errors} |`),
   ];
   const added = (gw: string, base: string) => {
-    const g = get(gw, 1);
-    const b = get(base, 1);
-    return g && b ? g.meanMs - b.meanMs : NaN;
+    const b = each(base, 1);
+    return perRound(each(gw, 1).map((g, i) => g.meanMs - (b[i]?.meanMs ?? NaN)), 3);
   };
   const ratio = (gw: string, yard: string) => {
-    const g = get(gw, 64);
-    const y = get(yard, 64);
-    return g && y ? g.rps / y.rps : NaN;
+    const y = each(yard, 64);
+    return perRound(each(gw, 64).map((g, i) => g.rps / (y[i]?.rps ?? NaN)), 2);
   };
   const headline = [
     `| figure | value | target |`,
     `|---|---|---|`,
-    `| added mean latency, /v1/chat/completions non-stream, 1 conn (vs direct) | ${f(added('gateway /v1/chat/completions', 'direct /api/chat (non-stream)'))} ms | ≤ 0.5 ms |`,
-    `| added mean latency, /api/chat.php, 1 conn (vs direct /api/generate) | ${f(added('gateway /api/chat.php', 'direct /api/generate (non-stream)'))} ms | ≤ 0.5 ms |`,
-    `| added mean latency, stream, 1 conn (vs direct) | ${f(added('gateway /v1/chat/completions stream', 'direct /api/chat (stream)'))} ms | |`,
-    `| req/s at 64 conns, non-stream, gateway ÷ minimal proxy | ${f(ratio('gateway /v1/chat/completions', 'proxy /api/chat (non-stream)'), 2)} | ≥ 0.6 |`,
-    `| req/s at 64 conns, stream, gateway ÷ minimal proxy | ${f(ratio('gateway /v1/chat/completions stream', 'proxy /api/chat (stream)'), 2)} | ≥ 0.6 |`,
+    `| added mean latency, /v1/chat/completions non-stream, 1 conn (vs direct) | ${added('gateway /v1/chat/completions', 'direct /api/chat (non-stream)')} ms | ≤ 0.5 ms |`,
+    `| added mean latency, /api/chat.php, 1 conn (vs direct /api/generate) | ${added('gateway /api/chat.php', 'direct /api/generate (non-stream)')} ms | ≤ 0.5 ms |`,
+    `| added mean latency, stream, 1 conn (vs direct) | ${added('gateway /v1/chat/completions stream', 'direct /api/chat (stream)')} ms | |`,
+    `| req/s at 64 conns, non-stream, gateway ÷ minimal proxy | ${ratio('gateway /v1/chat/completions', 'proxy /api/chat (non-stream)')} | ≥ 0.6 |`,
+    `| req/s at 64 conns, stream, gateway ÷ minimal proxy | ${ratio('gateway /v1/chat/completions stream', 'proxy /api/chat (stream)')} | ≥ 0.6 |`,
     ...many.flatMap(({ delayMs, direct, proxy, gateway }) => [
       `| ${STREAMS} concurrent streams (${STREAM_TOKENS} tokens, ${delayMs} ms apart): gap between data p99 / max, direct | ${f(direct.gapP99Ms, 1)} / ${f(direct.gapMaxMs, 1)} ms | |`,
       `| same through the minimal proxy | ${f(proxy.gapP99Ms, 1)} / ${f(proxy.gapMaxMs, 1)} ms | |`,
@@ -152,6 +171,9 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats }>, m
     'with the time it wrote it (the monotonic clock every process shares), so each token\'s transit to the',
     'client is measured: direct, it is what the machine itself takes; the proxy and the gateway add a hop.',
     'Gaps between data are also shown, but they include the double\'s own pace under load.',
+    `The throughput runs were made in ${ROUNDS} rounds, every target once a round; the ratios and added latencies`,
+    'are taken round by round (the two runs compared share the machine\'s phase) and the median shown with each',
+    'round\'s figure; the table below has each run\'s median round.',
     '',
     ...headline,
     '',
