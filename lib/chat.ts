@@ -7,7 +7,7 @@
  * row exactly once.
  */
 import type { BackendPool, Lease } from './backends/pool';
-import { onAbort } from './abort';
+import { onAbort, type CancelSignal } from './abort';
 import { ENDED, nextBatch, type BatchSource } from './batch-source';
 import type { BackendChunk } from './backends/types';
 import { GatewayError, toGatewayError } from './errors';
@@ -22,7 +22,7 @@ export interface CallContext {
   /** The route as a label for the usage log, e.g. `covalid.chat`. */
   route: string;
   /** Aborted when the client goes away; cancels the Ollama request. */
-  signal: AbortSignal;
+  signal: CancelSignal;
   /** Model categories this call may use; unset means chat only (moderation also runs its guard model here). */
   categories?: readonly ModelCategory[];
 }

@@ -3,6 +3,7 @@
  * settle with Ollama's own count. Same money rules as chat: nothing is spent that was not reserved,
  * and the balance never goes below zero.
  */
+import type { CancelSignal } from './abort';
 import type { BackendPool } from './backends/pool';
 import { OllamaStreamError } from './backends/ndjson';
 import type { Backend, EmbedResult } from './backends/types';
@@ -78,7 +79,7 @@ async function embedInBatches(
   backend: Backend,
   ollamaModel: string,
   inputs: string[],
-  signal: AbortSignal,
+  signal: CancelSignal,
   estimate: (batch: string[]) => number,
 ): Promise<EmbedResult> {
   const embeddings: number[][] = [];

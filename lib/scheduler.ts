@@ -10,7 +10,7 @@
  * "wait", or fails the waiter (e.g. no host has its model any more). The pool calls `pump()` whenever a
  * slot is freed or a host comes back.
  */
-import { onAbort } from './abort';
+import { onAbort, type CancelSignal } from './abort';
 import { GatewayError } from './errors';
 
 export type Assignment<T> = { slot: T } | 'wait' | GatewayError;
@@ -43,7 +43,7 @@ export class FairScheduler<T> {
    * A slot now when one is free and nobody is waiting (so the queue cannot be overtaken), else a place
    * in line. Rejects with 503 when the line is full and with the signal's reason when the caller leaves.
    */
-  acquire(orgId: string, signal: AbortSignal, tryAssign: () => Assignment<T>): Promise<T> {
+  acquire(orgId: string, signal: CancelSignal, tryAssign: () => Assignment<T>): Promise<T> {
     if (signal.aborted) return Promise.reject(abortError(signal));
     if (this.waiting === 0) {
       const now = tryAssign();
@@ -120,7 +120,7 @@ export class FairScheduler<T> {
   }
 }
 
-function abortError(signal: AbortSignal): Error {
+function abortError(signal: CancelSignal): Error {
   const reason: unknown = signal.reason;
   if (reason instanceof Error) return reason;
   const err = new Error('The client left while waiting for a slot.');

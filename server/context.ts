@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
-import { ownAbort } from '../lib/abort';
+import { ownAbort, type CancelSignal } from '../lib/abort';
 import type { Principal } from '../lib/types';
 
 export interface RequestLocals {
@@ -32,7 +32,7 @@ export function startRequest(req: Request, res: Response): void {
 }
 
 /** A signal aborted when the client closes the connection before the reply was fully written. */
-export function clientGone(req: Request, res: Response): AbortSignal {
+export function clientGone(req: Request, res: Response): CancelSignal {
   // Aborted by us, so the core's listeners are told directly (lib/abort.ts says why that matters).
   const gone = ownAbort();
   // The client may already be gone: it left while its request waited for a turn (server/turn-budget.ts)

@@ -1,7 +1,7 @@
 /**
  * lib/abort.ts: several parties listen to one request's abort signal through one real listener.
  */
-import { onAbort, ownAbort } from '../lib/abort';
+import { asAbortSignal, onAbort, ownAbort } from '../lib/abort';
 
 describe('onAbort', () => {
   test('each party is called once, in the order it started listening, through one listener on the signal', () => {
@@ -61,18 +61,35 @@ describe('onAbort', () => {
 });
 
 describe('ownAbort', () => {
-  test('its abort tells the parties directly, with no listener on the signal, after the signal\'s own listeners', () => {
+  test('a plain signal: its abort tells the parties directly, in order, once, with an AbortError reason', () => {
     const gone = ownAbort();
-    const added = jest.spyOn(gone.signal, 'addEventListener');
+    expect(gone.signal).not.toBeInstanceOf(AbortSignal);
     const calls: string[] = [];
     onAbort(gone.signal, () => calls.push('core'));
     onAbort(gone.signal, () => calls.push('answer'));
-    expect(added).not.toHaveBeenCalled();
-    added.mockRestore();
-    gone.signal.addEventListener('abort', () => calls.push('fetch'));
+    expect(gone.signal.aborted).toBe(false);
     gone.abort();
     gone.abort(); // once only
     expect(gone.signal.aborted).toBe(true);
-    expect(calls).toEqual(['fetch', 'core', 'answer']);
+    expect(gone.signal.reason).toMatchObject({ name: 'AbortError' });
+    expect(calls).toEqual(['core', 'answer']);
+  });
+
+  test('asAbortSignal gives fetch a real signal that aborts with it (and an AbortSignal as it is)', () => {
+    const gone = ownAbort();
+    const real = asAbortSignal(gone.signal);
+    expect(real).toBeInstanceOf(AbortSignal);
+    expect(asAbortSignal(gone.signal)).toBe(real); // one per signal, however many calls use it
+    const heard = jest.fn();
+    real.addEventListener('abort', heard);
+    gone.abort();
+    expect(real.aborted).toBe(true);
+    expect(heard).toHaveBeenCalledTimes(1);
+    expect(asAbortSignal(ownAbort().signal).aborted).toBe(false);
+    const already = ownAbort();
+    already.abort();
+    expect(asAbortSignal(already.signal).aborted).toBe(true);
+    const native = new AbortController().signal;
+    expect(asAbortSignal(native)).toBe(native);
   });
 });

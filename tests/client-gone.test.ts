@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Request, Response } from 'express';
 import { clientGone } from '../server/context';
+import type { CancelSignal } from '../lib/abort';
 
 function serve(handler: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<{ url: string; close: () => Promise<void> }> {
   const server = http.createServer(handler);
@@ -25,7 +26,7 @@ function serve(handler: (req: http.IncomingMessage, res: http.ServerResponse) =>
 
 describe('clientGone', () => {
   test('a client that already left gets an aborted signal', async () => {
-    let signal: AbortSignal | undefined;
+    let signal: CancelSignal | undefined;
     const handled = new Promise<void>((resolve) => {
       void serve((req, res) => {
         req.socket.once('close', () => {
@@ -44,7 +45,7 @@ describe('clientGone', () => {
   });
 
   test('a client still there gets a live signal, aborted when it leaves, never after a finished reply', async () => {
-    const signals: AbortSignal[] = [];
+    const signals: CancelSignal[] = [];
     const s = await serve((req, res) => {
       const signal = clientGone(req as unknown as Request, res as unknown as Response);
       signals.push(signal);

@@ -16,7 +16,7 @@
  * stops reading cannot make the gateway buffer a whole answer.
  */
 import type { Dispatcher } from 'undici';
-import { onAbort } from '../abort';
+import { onAbort, type CancelSignal } from '../abort';
 import { ENDED, nextBatch, type BatchSource } from '../batch-source';
 import { OllamaResponseError } from './failures';
 import { NdjsonSplitter } from './ndjson';
@@ -41,7 +41,7 @@ export interface AnswerStreamOptions<T> {
   /** Whether an item is the answer's final line (`done: true`). */
   isLast: (item: T) => boolean;
   /** The caller's: its abort closes the request at once, which is how Ollama learns to stop. */
-  signal: AbortSignal;
+  signal: CancelSignal;
   /** Maps a failure after the first line; before it, `ready()` rejects with the raw failure. */
   midStream: (err: unknown) => unknown;
 }

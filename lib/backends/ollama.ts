@@ -6,6 +6,7 @@
  * Every generation is streamed from Ollama, even when the caller wants one JSON answer: Ollama then
  * reports progress line by line, so the core can bill exactly what was relayed when a client leaves.
  */
+import { asAbortSignal, type CancelSignal } from '../abort';
 import { Ollama, type ChatRequest as OllamaChatRequest, type GenerateRequest, type Message, type Options } from 'ollama';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ChatMessage, GenerationOptions, ToolCall, ToolSpec } from '../types';
@@ -121,9 +122,9 @@ export class OllamaBackend implements Backend {
    * Through our own fetch rather than ollama-js, whose error keeps only a message: whether an error
    * answer was Ollama's own `{"error"}` or a proxy's page decides whether the pool takes the host out.
    */
-  async embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult> {
+  async embed(model: string, input: string[], signal: CancelSignal): Promise<EmbedResult> {
     try {
-      const res = await this.fetch(`${this.url}/api/embed`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ model, input }), signal });
+      const res = await this.fetch(`${this.url}/api/embed`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ model, input }), signal: asAbortSignal(signal) });
       const text = await res.text();
       if (!res.ok) throw OllamaResponseError.fromBody(text, res.status);
       const body = JSON.parse(text) as { embeddings?: unknown; prompt_eval_count?: unknown };

@@ -15,6 +15,7 @@
  *   last healthy one, so a prompt that fails everywhere, or only sometimes, cannot take all the
  *   hosts out (nor, with one host, turn /ready to 503).
  */
+import type { CancelSignal } from '../abort';
 import { GatewayError } from '../errors';
 import { FairScheduler, type Assignment } from '../scheduler';
 import { isAmbiguousFailure } from './failures';
@@ -96,7 +97,7 @@ export interface AcquireOptions {
   /** Who waits, for round-robin fairness between organisations. */
   orgId?: string;
   /** The caller left: give up the place in the queue. */
-  signal?: AbortSignal;
+  signal?: CancelSignal;
   /** Hosts not to use (the one that just failed, for a retry). */
   exclude?: ReadonlySet<Backend>;
 }

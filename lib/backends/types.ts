@@ -2,6 +2,7 @@
  * What the core needs from an inference host. The Ollama implementation is the real one; tests run
  * it against the Ollama test double rather than swapping this interface out.
  */
+import type { CancelSignal } from '../abort';
 import type { BatchSource } from '../batch-source';
 import type { ChatInput, ChatRequest, ToolCall } from '../types';
 
@@ -13,7 +14,7 @@ export interface BackendChatRequest {
   format?: ChatRequest['format'];
   tools?: ChatRequest['tools'];
   think?: ChatRequest['think'];
-  signal: AbortSignal;
+  signal: CancelSignal;
 }
 
 /** One parsed NDJSON line of Ollama's answer. */
@@ -51,7 +52,7 @@ export interface Backend {
    * first line arrives (that is when it sends headers). Cancelling before the final line stops Ollama.
    */
   chat(request: BackendChatRequest): Promise<BatchSource<BackendChunk>>;
-  embed(model: string, input: string[], signal: AbortSignal): Promise<EmbedResult>;
+  embed(model: string, input: string[], signal: CancelSignal): Promise<EmbedResult>;
   listModels(signal?: AbortSignal): Promise<BackendModel[]>;
   version(signal?: AbortSignal): Promise<string>;
 }

@@ -8,6 +8,7 @@
  * written as `data: {"error": …}` and `data: [DONE]` — never a clean end that would pass a truncated
  * answer off as complete.
  */
+import type { CancelSignal } from '../../../lib/abort';
 import type { Response } from 'express';
 import { GatewayError, toGatewayError } from '../../../lib/errors';
 import { ENDED } from '../../../lib/batch-source';
@@ -44,7 +45,7 @@ export interface RelayOptions {
 export async function relayAsSse(
   res: Response,
   opening: Promise<ChatExecution>,
-  signal: AbortSignal,
+  signal: CancelSignal,
   render: StreamRenderer,
   options: RelayOptions = {},
 ): Promise<void> {
