@@ -30,6 +30,8 @@ export interface CallContext {
 export interface ChatServiceOptions {
   /** Output bound for reservations when neither the request nor the model sets one. */
   defaultMaxOutputTokens: number;
+  /** What an image adds to the prompt estimate (default TOKENS_PER_IMAGE; see lib/tokens.ts). */
+  imageTokens?: number;
   now?: () => number;
 }
 
@@ -71,7 +73,7 @@ export class ChatService {
   async open(ctx: CallContext, request: ChatRequest): Promise<ChatExecution> {
     const startedAt = this.now();
     const model = await this.resolve(ctx, request.model);
-    const promptTokens = promptCounter(request, model);
+    const promptTokens = promptCounter(request, model, this.options.imageTokens);
     const outputBound = this.outputBound(request, model);
     const admission = this.metering.admit(ctx, model, { promptTokens: () => reserveEstimate(promptTokens()), completionTokens: outputBound });
     const generation = { model, request: withOutputBound(request, admission.boundsOutput, outputBound), promptTokens, startedAt };
@@ -95,7 +97,7 @@ export class ChatService {
     if (!first) return [];
     if (requests.some((r) => r.model !== first.model)) throw new Error('completeAll: every request must name the same model');
     const model = await this.resolve(ctx, first.model);
-    const items = requests.map((request) => ({ request, promptTokens: promptCounter(request, model), outputBound: this.outputBound(request, model) }));
+    const items = requests.map((request) => ({ request, promptTokens: promptCounter(request, model, this.options.imageTokens), outputBound: this.outputBound(request, model) }));
     const admission = this.metering.admit(ctx, model, {
       // Each input is its own chat (its own template), so each gets its own margin.
       promptTokens: () => items.reduce((sum, item) => sum + reserveEstimate(item.promptTokens()), 0),
@@ -321,9 +323,9 @@ async function collect(events: ChatEvents): Promise<ChatResult> {
  * The tiktoken count of a prompt, made on first use and at most once: admission asks only when the
  * estimate changes what is reserved, and settlement only when Ollama left its own count out.
  */
-function promptCounter(request: ChatRequest, model: ModelEntry): () => number {
+function promptCounter(request: ChatRequest, model: ModelEntry, imageTokens: number | undefined): () => number {
   let count: number | undefined;
-  return () => (count ??= countInputTokens(request.input, model.tokenizer ?? undefined, request.tools));
+  return () => (count ??= countInputTokens(request.input, model.tokenizer ?? undefined, request.tools, imageTokens));
 }
 
 /** A limited balance with a priced output must never produce more than was reserved for. */

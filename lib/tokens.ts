@@ -85,7 +85,8 @@ const TOKENS_PER_MESSAGE = 4;
  * full): LLaVA spends 576 tokens an image, gemma3 256, Qwen2.5-VL a few hundred. The estimate is what a
  * limited balance reserves and tokens per minute hold, and what is billed when Ollama's own count is
  * missing, so a worst case (Llama 3.2 Vision, up to ~1,600 a tile) would refuse and overcharge the
- * common models; with it, such a model is charged at most its reservation.
+ * common models; with it, such a model is charged at most its reservation. IMAGE_TOKENS sets it for a
+ * gateway whose vision models spend more.
  */
 export const TOKENS_PER_IMAGE = 768;
 
@@ -93,13 +94,13 @@ export const TOKENS_PER_IMAGE = 768;
  * The prompt as Ollama's chat template renders it, estimated: the messages' text, their tool calls'
  * arguments, the tool definitions (rendered into the prompt as JSON) and an allowance per image.
  */
-export function countInputTokens(input: ChatInput, encoding?: string, tools?: readonly ToolSpec[]): number {
+export function countInputTokens(input: ChatInput, encoding?: string, tools?: readonly ToolSpec[], imageTokens = TOKENS_PER_IMAGE): number {
   if (input.kind === 'prompt') return countTokens(input.prompt, encoding) + countTokens(input.suffix ?? '', encoding);
   let total = 0;
   for (const message of input.messages) {
     total += TOKENS_PER_MESSAGE + countTokens(message.content, encoding);
     if (message.toolCalls) for (const call of message.toolCalls) total += countTokens(call.name + JSON.stringify(call.arguments), encoding);
-    if (message.images) total += message.images.length * TOKENS_PER_IMAGE;
+    if (message.images) total += message.images.length * imageTokens;
   }
   if (tools && tools.length > 0) total += countTokens(JSON.stringify(tools), encoding);
   return total;

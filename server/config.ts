@@ -53,6 +53,8 @@ export const configSchema = z.object({
     .default('1mb'),
   /** Output bound for credit reservations when neither request nor model sets one. */
   DEFAULT_MAX_OUTPUT_TOKENS: integer(4096, 1),
+  /** What an image adds to the prompt estimate (reservations, tokens per minute). */
+  IMAGE_TOKENS: integer(768, 0),
   OLLAMA_HEADERS_TIMEOUT_MS: duration(30 * 60_000),
   /** Streams: how long the headers wait for Ollama's first token before opening with keep-alives. */
   SSE_HEADER_GRACE_MS: duration(5_000),

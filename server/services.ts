@@ -69,6 +69,7 @@ export function buildServices(config: Config, store: Store, options: ServiceOpti
   const metering = new Metering(store, { limits, onSettled: metrics.countTokens, ...(options.now && { now: options.now }) });
   const chat = new ChatService(metering, catalog, pool, {
     defaultMaxOutputTokens: config.DEFAULT_MAX_OUTPUT_TOKENS,
+    imageTokens: config.IMAGE_TOKENS,
     ...(options.now && { now: options.now }),
   });
   const embeddings = new EmbeddingService(metering, catalog, pool);

@@ -190,3 +190,37 @@ describe('limits over HTTP', () => {
     expect(h.double.generations()).toHaveLength(1);
   });
 });
+
+describe('IMAGE_TOKENS: what an image adds to the estimate', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ env: { IMAGE_TOKENS: '3000' } });
+  });
+  afterAll(() => h.close());
+
+  test('a tokens-per-minute hold counts each image at the configured figure', async () => {
+    const key = h.createKey('vision');
+    h.store.setKeyLimits(key.clientKey, { tpm: 5000 });
+    const ask = (images: number) =>
+      postJson(
+        `${h.url}/v1/chat/completions`,
+        {
+          model: 'covalid-1.0',
+          max_tokens: 1,
+          messages: [
+            {
+              role: 'user',
+              content: [{ type: 'text', text: 'what is this?' }, ...Array.from({ length: images }, () => ({ type: 'image_url', image_url: { url: 'data:image/png;base64,aGVsbG8=' } }))],
+            },
+          ],
+        },
+        { Authorization: `Bearer ${key.apiKey}` },
+      );
+    expect((await ask(1)).status).toBe(200); // ~3,000 held: fits in 5,000
+    const two = await ask(2); // ~6,000: more than the whole limit
+    expect(two.status).toBe(429);
+    expect(two.body.error.message).toMatch(/may use up to \d+ tokens, more than the limit of 5000/);
+    expect(Number(/up to (\d+)/.exec(two.body.error.message)?.[1])).toBeGreaterThanOrEqual(6000);
+  });
+});
+
