@@ -23,8 +23,12 @@ export interface AppOptions {
   logError?: (err: unknown, requestId: string) => void;
 }
 
-/** Which API shape a path belongs to decides the format of its errors, 404s included. */
-function errorFormatFor(path: string): ErrorFormat {
+/**
+ * Which API shape a path belongs to decides the format of its errors, 404s included: judged on the
+ * same key the routers are chosen by, so `/V1/models/` fails in the OpenAI shape it is served in.
+ */
+function errorFormatFor(rawPath: string): ErrorFormat {
+  const path = routeKey(rawPath);
   if (path === COVALID_PATH) return covalidErrorFormat;
   if (path === MODERATIONS_PATH) return openaiErrorFormat;
   if (path === OPENAI_PREFIX || path.startsWith(`${OPENAI_PREFIX}/`)) return openaiErrorFormat;

@@ -173,6 +173,10 @@ describe('ai-now API', () => {
       ['POST', '/tokens'],
       ['GET', '/credits'],
       ['POST', '/moderate'],
+      // Served as Express matches routes (any case, a trailing slash), so refused in the same shape.
+      ['GET', '/Models'],
+      ['GET', '/models/'],
+      ['POST', '/V1/chat/completions'],
     ])('401 OpenAI error on %s %s without a key or with a wrong one', async (method, path) => {
       const headerSets: Array<Record<string, string>> = [{}, { Authorization: 'Bearer nope' }];
       for (const headers of headerSets) {

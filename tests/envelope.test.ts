@@ -92,6 +92,9 @@ describe('envelope API (/api/v1)', () => {
     ['POST', '/api/v1/tokens'],
     ['GET', '/api/v1/credits'],
     ['POST', '/api/v1/moderate'],
+    // Served as Express matches routes (any case, a trailing slash), so refused in the same shape.
+    ['GET', '/API/V1/models'],
+    ['POST', '/api/v1/chat/completions/'],
   ])('401 envelope on %s %s without a key or with a wrong one', async (method, path) => {
     const headerSets: Array<Record<string, string>> = [{}, { Authorization: 'Bearer nope' }];
     for (const headers of headerSets) {
