@@ -18,9 +18,20 @@ ${COMMANDS.map((c) => `  ${c.usage}`).join('\n')}
 
 Add --json to any command for machine-readable output.`;
 
+/** Every option any command takes, so an option's value is never taken for a command word. */
+const ALL_OPTIONS: Record<string, { type: 'string' | 'boolean' }> = Object.assign(
+  { json: { type: 'boolean' as const }, db: { type: 'string' as const } },
+  ...COMMANDS.map((c) => c.options),
+);
+
+/** The words that choose the command, wherever the options stand (`--db x.db keys list` too). */
+function commandWords(argv: string[]): string[] {
+  return parseArgs({ args: argv, allowPositionals: true, strict: false, options: ALL_OPTIONS }).positionals;
+}
+
 /** Runs one CLI invocation against `store` (opened from --db / $GATEWAY_DB when not given). Returns the exit code. */
 export function runCli(argv: string[], io: CliIo, store?: Store): number {
-  const words = argv.filter((a) => !a.startsWith('-'));
+  const words = commandWords(argv);
   const command = COMMANDS.find((c) => c.words.every((w, i) => words[i] === w));
   if (!command || argv.includes('--help') || argv.includes('-h')) {
     (command ? io.out : io.err)(command ? command.usage : HELP);

@@ -9,6 +9,13 @@ describe('admin CLI', () => {
   const lastJson = () => cli.lastJson();
 
 
+  test('options may come before the command: an option\'s value is not taken for a command word', () => {
+    expect(run('keys', 'create', '--name', 'first', '--json')).toBe(0);
+    // The fixture's store is used whatever --db says; what matters is that `keys list` is found.
+    expect(run('--db', '/nonexistent/elsewhere.db', '--json', 'keys', 'list')).toBe(0);
+    expect((lastJson() as Array<{ name: string }>).map((k) => k.name)).toContain('first');
+  });
+
   test('keys create prints the credentials once; they authenticate; the org gets the credits', () => {
     expect(run('keys', 'create', '--name', 'family-laptop', '--credits', '12.5', '--json')).toBe(0);
     const created = lastJson();
