@@ -12,7 +12,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { displayPrefix, generateCredentials, hashSecret, newId, secretMatches, type NewCredentials } from '../lib/credentials';
 import type { LimitSet, ModelCategory, ModelEntry, Principal } from '../lib/types';
-import { quotaExceeded, type AllotmentCheck, type AllotmentHold } from '../lib/limits/allotments';
+import { periodOf, quotaExceeded, type AllotmentCheck, type AllotmentHold } from '../lib/limits/allotments';
 import { GatewayError } from '../lib/errors';
 import { migrate } from './migrations';
 
@@ -196,6 +196,7 @@ export class Store {
         `SELECT spent_micro AS spent FROM allotment_spend WHERE scope = ? AND period = ?`,
       ),
       addAllotment: db.prepare(`UPDATE allotment_spend SET spent_micro = MAX(0, spent_micro + ?) WHERE scope = ? AND period = ?`),
+      addToCounters: db.prepare(`UPDATE allotment_spend SET spent_micro = spent_micro + ? WHERE scope IN (?, ?) AND period IN (?, ?)`),
       reservationAllotments: db.prepare<[], { id: number; allotments: string | null }>(`SELECT id, allotments FROM reservations`),
       keyIdByClientKey: db.prepare<[string], { id: number }>(`SELECT id FROM keys WHERE client_key = ?`),
     };
@@ -600,7 +601,9 @@ export class Store {
       for (const { reservation, chargeMicro, usage, admittedAt: at } of writes) {
         if (reservation && chargeMicro > 0) {
           this.stmts.chargeBalance.run(chargeMicro, reservation.orgId);
-          for (const hold of reservation.allotments ?? []) this.limitStmts.addAllotment.run(chargeMicro, hold.scope, hold.period);
+          const held = reservation.allotments ?? [];
+          for (const hold of held) this.limitStmts.addAllotment.run(chargeMicro, hold.scope, hold.period);
+          if (usage.principal) this.addToUnheldCounters(usage.principal, at, chargeMicro, held);
         }
         this.insertUsage(usage, at);
       }
@@ -609,6 +612,26 @@ export class Store {
   }
 
   private settlementTransaction: Database.Transaction<(writes: readonly PendingSettlement[]) => void> | undefined;
+
+  /**
+   * A charge also goes to the allotment counters of its period that exist but that the request did not
+   * hold: an allotment set (or set again) while it was in flight made its counter from the usage log,
+   * which did not have this request yet. Only existing counters are touched; one made later starts from
+   * the usage log, which then has this row.
+   */
+  private addToUnheldCounters(principal: Principal, at: number, chargeMicro: number, held: readonly AllotmentHold[]): void {
+    const scopes = [`key:${principal.keyId}`, `org:${principal.orgId}`];
+    const periods = [periodOf('daily', at).id, periodOf('monthly', at).id];
+    if (held.length === 0) {
+      this.limitStmts.addToCounters.run(chargeMicro, scopes[0], scopes[1], periods[0], periods[1]);
+      return;
+    }
+    for (const scope of scopes) {
+      for (const period of periods) {
+        if (!held.some((h) => h.scope === scope && h.period === period)) this.limitStmts.addAllotment.run(chargeMicro, scope, period);
+      }
+    }
+  }
 
   private release(reservation: Reservation): void {
     addTo(this.heldCredits, reservation.orgId, -reservation.amountMicro);

@@ -221,6 +221,36 @@ describe('allotments in the store', () => {
     expect(store.reserve(p.orgId, 700_000, allotmentChecks(fresh, today))).toBeDefined();
   });
 
+  test('a request in flight when an allotment is set counts towards it once it settles', () => {
+    const key = store.createKey({ name: 'e', balanceMicro: 100_000_000 });
+    const now = Date.now(); // settlements are dated by the real clock
+    const before = store.authenticateClient(key.clientKey, key.clientSecret) as Principal;
+    const inFlight = store.reserve(before.orgId, 5_000_000, allotmentChecks(before, now)); // no allotment yet: holds none
+    store.setKeyLimits(key.clientKey, { dailyMicro: 6_000_000 });
+    const after = store.authenticateClient(key.clientKey, key.clientSecret) as Principal;
+    // The day's counter is made now, from the usage log, which does not have the request in flight.
+    const second = store.reserve(after.orgId, 1_000_000, allotmentChecks(after, now));
+    store.settle(inFlight as NonNullable<typeof inFlight>, 5_000_000, usage(before, 5_000_000));
+    store.settle(second as NonNullable<typeof second>, 1_000_000, usage(after, 1_000_000));
+    expect(store.allotmentSpent(`key:${after.keyId}`, periodOf('daily', now).id)).toBe(6_000_000);
+    expect(() => store.reserve(after.orgId, 1, allotmentChecks(after, now))).toThrow('Daily credit limit reached');
+  });
+
+  test('spend while an allotment is lifted still counts when it is set again in the same period', () => {
+    const key = store.createKey({ name: 'f', balanceMicro: 100_000_000 });
+    const now = Date.now();
+    store.setOrgLimits(key.org.id, { monthlyMicro: 10_000_000 });
+    const limited = store.authenticateClient(key.clientKey, key.clientSecret) as Principal;
+    const first = store.reserve(limited.orgId, 2_000_000, allotmentChecks(limited, now));
+    store.settle(first as NonNullable<typeof first>, 2_000_000, usage(limited, 2_000_000));
+    store.setOrgLimits(key.org.id, { monthlyMicro: null });
+    const free = store.authenticateClient(key.clientKey, key.clientSecret) as Principal;
+    const meanwhile = store.reserve(free.orgId, 3_000_000, allotmentChecks(free, now));
+    store.settle(meanwhile as NonNullable<typeof meanwhile>, 3_000_000, usage(free, 3_000_000));
+    store.setOrgLimits(key.org.id, { monthlyMicro: 10_000_000 });
+    expect(store.allotmentSpent(`org:${limited.orgId}`, periodOf('monthly', now).id)).toBe(5_000_000);
+  });
+
   test('limits, allow-list and expiry are read with the principal on every authentication', () => {
     const key = store.createKey({ name: 'e', orgName: 'team' });
     expect(store.authenticateClient(key.clientKey, key.clientSecret)).toMatchObject({
