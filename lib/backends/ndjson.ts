@@ -3,6 +3,7 @@
  * reads (inside a multi-byte character too), the last line possibly without its newline, and an
  * `{"error": "..."}` line where something failed after the stream began.
  */
+import { readTokenLine } from './token-line';
 
 /** An `{"error"}` line inside a streamed answer: Ollama failed after it had sent its headers. */
 export class OllamaStreamError extends Error {
@@ -70,6 +71,8 @@ function parseLine(line: string): object | null {
   // else is trimmed first (a blank line is skipped).
   const text = line.charCodeAt(0) === 0x7b ? line : line.trim();
   if (text === '') return null;
+  const token = readTokenLine(text); // most lines: one token, read without JSON.parse
+  if (token) return token;
   const value: unknown = JSON.parse(text); // a SyntaxError here is "Ollama sent garbage"
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new SyntaxError(`Ollama sent a line that is not a JSON object: ${text.slice(0, 120)}`);
