@@ -12,16 +12,51 @@ export type { Logger };
 /** Longest a log line waits in the buffer before it is written. */
 const LOG_FLUSH_MS = 1_000;
 
-export function createLogger(level: string, destination?: DestinationStream): Logger {
-  const options = { level, base: { service: 'ollama-gateway' }, timestamp: pino.stdTimeFunctions.isoTime };
-  if (destination) return pino(options, destination);
-  if (level === 'silent') return pino(options);
+/**
+ * Most log output held while standard output is not taken (a stopped `docker logs` reader, a full
+ * pipe): past it, lines are dropped rather than the gateway's memory growing until it is killed, and
+ * a warning says how much was lost once output moves again. 16 MiB is about 60,000 request lines.
+ */
+export const LOG_BACKLOG_BYTES = 16 * 1024 * 1024;
+
+export interface LoggerOptions {
+  /** See LOG_BACKLOG_BYTES. */
+  maxBacklogBytes?: number;
+}
+
+export function createLogger(level: string, destination?: DestinationStream, options: LoggerOptions = {}): Logger {
+  const pinoOptions = { level, base: { service: 'ollama-gateway' }, timestamp: pino.stdTimeFunctions.isoTime };
+  if (destination) return pino(pinoOptions, destination);
+  if (level === 'silent') return pino(pinoOptions);
   // Buffered: one write per 12 KiB of lines (about 45 requests) rather than a system call per
   // request (about 0.03 ms of CPU each here). Flushed every second so a quiet gateway's lines still
   // show within one to a reader, and synchronously when the process exits.
   let lines: LineBatch | undefined;
+  let logger: Logger | undefined;
+  let droppedBytes = 0;
+  let reporting = false;
+  let warningDropped = false;
+  /**
+   * Says how much was dropped. If the warning is dropped too (output still blocked), its count is
+   * kept for the next try, plus what was dropped with it (the warning's own line included).
+   */
+  const reportDrops = (): void => {
+    if (droppedBytes === 0 || !logger) return;
+    const bytes = droppedBytes;
+    droppedBytes = 0;
+    reporting = true;
+    warningDropped = false;
+    try {
+      logger.warn({ droppedBytes: bytes }, 'log lines dropped: standard output was not being read');
+      lines?.flush();
+    } finally {
+      reporting = false;
+    }
+    if (warningDropped) droppedBytes += bytes;
+  };
   const handOver = (): void => {
     try {
+      reportDrops();
       lines?.flushSync();
     } catch {
       // Exiting: there is nowhere left to report a failed write to standard output.
@@ -31,10 +66,19 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
   // and flushes it at `exit`), so the last lines reach the writer before it is ended.
   process.once('beforeExit', handOver);
   process.once('exit', handOver);
-  const batch = new LineBatch(pino.destination({ dest: 1, minLength: 0, sync: false }), 12 * 1024);
+  const writer = pino.destination({ dest: 1, minLength: 0, sync: false, maxLength: options.maxBacklogBytes ?? LOG_BACKLOG_BYTES });
+  writer.on('drop', (data: string | Buffer) => {
+    droppedBytes += Buffer.byteLength(data);
+    if (reporting) warningDropped = true;
+  });
+  const batch = new LineBatch(writer, 12 * 1024);
   lines = batch;
-  setInterval(() => batch.flush(), LOG_FLUSH_MS).unref();
-  return pino(options, batch);
+  setInterval(() => {
+    reportDrops();
+    batch.flush();
+  }, LOG_FLUSH_MS).unref();
+  logger = pino(pinoOptions, batch);
+  return logger;
 }
 
 /** One line per request once its reply is finished or cut (an observer of server/edge.ts). */

@@ -2,7 +2,7 @@
  * The access log's batching: lines reach standard output in batches, in order, and none is lost when
  * the process exits (whether by `process.exit` or by the event loop running out) or when asked to flush.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import type pino from 'pino';
 import { LineBatch } from '../server/log-batch';
@@ -85,4 +85,49 @@ describe('the access log at exit', () => {
     expect(lines.map((line) => line.n)).toEqual(Array.from({ length: 300 }, (_, i) => i));
     expect(lines.every((line) => line.msg === 'line')).toBe(true);
   });
+});
+
+describe('the log when standard output is not read', () => {
+  test('lines past the backlog limit are dropped, not held in memory, and a warning says how much', async () => {
+    const root = path.resolve(__dirname, '..');
+    // 4,000 lines of ~190 bytes (~760 KB) against a 64 KiB backlog, the pipe's own buffers and ours.
+    const script = `
+      const fs = require('fs');
+      const ts = require('typescript');
+      require.extensions['.ts'] = (m, file) => m._compile(ts.transpileModule(fs.readFileSync(file, 'utf8'), {
+        compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+      }).outputText, file);
+      const { createLogger } = require(${JSON.stringify(path.join(root, 'server', 'logger.ts'))});
+      const logger = createLogger('info', undefined, { maxBacklogBytes: 64 * 1024 });
+      process.stderr.write('ready\\n');
+      for (let i = 0; i < 4000; i++) logger.info({ n: i, pad: 'x'.repeat(100) }, 'line');
+      setTimeout(() => process.exit(0), 2500); // after the reader is back and the logger's 1 s flushes
+    `;
+    const child = spawn(process.execPath, ['-e', script], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.pause(); // nobody reads: the pipe fills, the logger's writes stop completing
+    await new Promise<void>((resolve) => child.stderr.once('data', () => resolve()));
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+    child.stdout.resume();
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(code).toBe(0);
+    const lines = Buffer.concat(chunks)
+      .toString('utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { n?: number; msg: string; level: number; droppedBytes?: number });
+    const kept = lines.filter((line) => line.msg === 'line');
+    const warnings = lines.filter((line) => line.msg.startsWith('log lines dropped'));
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept.length).toBeLessThan(4000);
+    // What was kept is in order: whole batches were dropped, never lines reordered.
+    const ns = kept.map((line) => line.n as number);
+    expect(ns).toEqual([...ns].sort((a, b) => a - b));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]?.level).toBe(40);
+    const written = Buffer.byteLength(JSON.stringify(kept[0])) + 1;
+    expect(warnings[0]?.droppedBytes).toBeGreaterThanOrEqual((4000 - kept.length) * (written - 10));
+  }, 20_000);
 });
