@@ -17,6 +17,7 @@ import { healthRouter } from './health';
 import { accessLog, errorLogger } from './logger';
 import { metricsRouter } from './metrics';
 import type { Services } from './services';
+import { STALL_MS_SETTING } from './unread-reply';
 import type { GatewayError } from '../lib/errors';
 
 export interface AppOptions {
@@ -42,6 +43,8 @@ export function createApp(services: Services, options: AppOptions = {}): Express
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('trust proxy', false);
+  // How long a reply may sit unread before its connection is closed (server/unread-reply.ts).
+  app.set(STALL_MS_SETTING, services.config.SSE_STALL_MS);
   app.use(edge([services.metrics.observeReply, accessLog(services.logger)]));
 
   app.use(

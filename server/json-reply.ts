@@ -4,6 +4,7 @@
  * request in `npm run bench:profile`, on the hottest path there is).
  */
 import type { Response } from 'express';
+import { closeIfUnread, stallMsFor } from './unread-reply';
 
 export function replyJson(res: Response, value: unknown, status = 200): void {
   const body = JSON.stringify(value);
@@ -11,4 +12,7 @@ export function replyJson(res: Response, value: unknown, status = 200): void {
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(body));
   res.end(body);
+  // Past what the kernel took at once (large embeddings, a client that stopped reading): watched, so
+  // a client that never reads does not hold the connection and the body for ever.
+  if (res.writableLength > 0) closeIfUnread(res, stallMsFor(res));
 }

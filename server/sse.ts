@@ -3,6 +3,7 @@
  * from buffering, `data:` frames, `[DONE]`, and keep-alive comments while the stream is silent.
  */
 import type { Response } from 'express';
+import { drainedWithin } from './unread-reply';
 
 /** Silence after which a `: keep-alive` comment is written, so client body timeouts don't fire. */
 export const SSE_KEEP_ALIVE_MS = 10_000;
@@ -86,32 +87,8 @@ export class SseWriter {
    * filled those buffers — megabytes, far more than a chat answer.
    */
   drained(stallMs: number): Promise<boolean> {
-    const res = this.res;
     if (!this.backlogged) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      let least = res.writableLength;
-      let progressAt = Date.now();
-      const watch =
-        stallMs > 0
-          ? setInterval(() => {
-              // Progress is the unsent backlog shrinking; new writes (keep-alives) do not count.
-              if (res.writableLength < least) {
-                least = res.writableLength;
-                progressAt = Date.now();
-              } else if (Date.now() - progressAt >= stallMs) settle(false);
-            }, Math.max(10, Math.min(1_000, Math.floor(stallMs / 4))))
-          : undefined;
-      const settle = (ok: boolean) => {
-        clearInterval(watch);
-        res.off('drain', onDrain);
-        res.off('close', onClose);
-        resolve(ok);
-      };
-      const onDrain = () => settle(true);
-      const onClose = () => settle(true); // gone: the caller sees its signal aborted
-      res.on('drain', onDrain);
-      res.on('close', onClose);
-    });
+    return drainedWithin(this.res, stallMs);
   }
 
   /** One event. */

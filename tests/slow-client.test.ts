@@ -1,7 +1,8 @@
 /**
  * A streaming client that stops reading: the gateway holds Ollama back instead of buffering the
  * answer, and past SSE_STALL_MS it gives the client up — Ollama stopped, the usage billed as far as
- * it was relayed, as for a client that left.
+ * it was relayed, as for a client that left. A client that leaves a large JSON reply unread has its
+ * connection closed after SSE_STALL_MS too.
  */
 import type http from 'node:http';
 import net from 'node:net';
@@ -95,6 +96,67 @@ describe('a streaming client that stops reading just as the answer ends', () => 
       expect(row).toMatchObject({ status: 200, completion_tokens: 3 });
     } finally {
       h.server.server.off('request', onRequest);
+      socket.destroy();
+    }
+  });
+});
+
+describe('a client that never reads a large JSON reply', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ env: { SSE_STALL_MS: '1000' } });
+    h.store.setModel({ name: 'embed-small', ollamaModel: 'nomic-embed-text', category: 'embedding' });
+  });
+  afterAll(() => h.close());
+
+  /** Sends `body` to `path` on a socket that reads nothing; returns the gateway's reply object and the socket. */
+  async function sendUnread(path: string, apiKey: string, requestId: string, body: string) {
+    let reply: http.ServerResponse | undefined;
+    const onRequest = (_req: http.IncomingMessage, res: http.ServerResponse) => (reply = res);
+    h.server.server.on('request', onRequest);
+    const socket = net.connect({ port: Number(new URL(h.url).port), host: '127.0.0.1' });
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause(); // reads nothing, ever
+    socket.on('error', () => undefined);
+    socket.write(
+      `POST ${path} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer ${apiKey}\r\n` +
+        `X-Request-Id: ${requestId}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    await until(() => reply !== undefined, 'the request to arrive', 5_000);
+    h.server.server.off('request', onRequest);
+    return { res: reply as http.ServerResponse, socket };
+  }
+
+  test('a non-streamed answer larger than the socket buffers: the connection is closed after SSE_STALL_MS', async () => {
+    const key = h.createKey('json-unread', 100);
+    h.double.queue.push({ kind: 'reply', tokens: ['Here', ` ${'x'.repeat(4 * 1024 * 1024)}`] });
+    const body = JSON.stringify({ model: 'covalid-1.0', messages: [{ role: 'user', content: 'a lot' }] });
+    const { res, socket } = await sendUnread('/v1/chat/completions', key.apiKey, 'json-unread-0001', body);
+    try {
+      await until(() => res.writableEnded, 'the answer to be written', 5_000);
+      expect(res.writableFinished).toBe(false);
+      expect(res.writableLength).toBeGreaterThan(64 * 1024);
+      const endedAt = Date.now();
+      await until(() => res.destroyed, 'the connection to be closed', 5_000);
+      expect(Date.now() - endedAt).toBeGreaterThanOrEqual(900);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  test('embeddings written in pieces: the writer gives up at a full backlog instead of waiting for ever', async () => {
+    const key = h.createKey('embed-unread', 100);
+    h.double.options.embedDims = 4096;
+    const input = Array.from({ length: 200 }, (_, i) => `passage ${i}`); // ~15 MB of JSON, in pieces
+    const { res, socket } = await sendUnread('/v1/embeddings', key.apiKey, 'embed-unread-0001', JSON.stringify({ model: 'embed-small', input, encoding_format: 'float' }));
+    try {
+      await until(() => res.headersSent && res.writableNeedDrain, 'the pieces to fill the socket', 10_000);
+      const stalledAt = Date.now();
+      await until(() => res.destroyed, 'the connection to be closed', 5_000);
+      expect(Date.now() - stalledAt).toBeGreaterThanOrEqual(800);
+      expect(res.writableEnded).toBe(false); // given up before the last piece
+    } finally {
+      h.double.options.embedDims = undefined;
       socket.destroy();
     }
   });

@@ -5,6 +5,7 @@
  */
 import type { Response } from 'express';
 import { replyJson } from '../../json-reply';
+import { closeIfUnread, drainedWithin, stallMsFor } from '../../unread-reply';
 import { z } from 'zod';
 import { badParam, parseOrThrow } from './validation';
 
@@ -90,20 +91,11 @@ export async function replyEmbeddings(res: Response, model: string, embeddings: 
     if ((index + 1) % VECTORS_PER_PIECE !== 0) continue;
     const keptUp = res.write(piece);
     piece = '';
-    await (keptUp ? new Promise<void>((resolve) => setImmediate(resolve)) : drainedOrGone(res));
+    const takenOrGone = keptUp ? await new Promise<boolean>((resolve) => setImmediate(resolve, true)) : await drainedWithin(res, stallMsFor(res));
+    // Given up on (nothing taken for SSE_STALL_MS): the connection and the vectors are let go.
+    if (!takenOrGone) res.destroy();
     if (res.destroyed) return;
   }
   res.end(`${piece}],"model":${JSON.stringify(model)},"usage":${JSON.stringify({ prompt_tokens: promptTokens, total_tokens: promptTokens })}}`);
-}
-
-function drainedOrGone(res: Response): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
+  closeIfUnread(res, stallMsFor(res));
 }
