@@ -52,12 +52,26 @@ function arg(ctx: CommandContext, index: number, name: string): string {
 }
 
 function credits(value: string, what: string): number {
+  // The ledger counts micro-credits: a seventh decimal would be dropped without a word.
+  if (/\.\d{6}0*[1-9]/.test(value.trim())) throw new UsageError(`${what} has more than 6 decimals (one micro-credit is the smallest amount), got "${value}"`);
   try {
     return creditsToMicro(value);
   } catch {
     throw new UsageError(`${what} must be a number of credits, got "${value}"`);
   }
 }
+
+/** A count given on the command line: a positive integer no larger than `max`. */
+function positiveInteger(value: string, what: string, max: number): number {
+  const n = Number(value);
+  if (!/^[1-9]\d*$/.test(value) || n > max) throw new UsageError(`${what} must be a positive integer up to ${max.toLocaleString('en-US')}, got "${value}"`);
+  return n;
+}
+
+/** The largest per-minute limit (beyond it a limit would be no limit, and sums stop being exact). */
+const MAX_RATE = 1_000_000_000_000;
+/** The largest output cap: far above any model's context, and far below where a reservation's arithmetic stops being exact. */
+const MAX_OUTPUT_TOKENS = 100_000_000;
 
 function optionalCredits(ctx: CommandContext, name: string): number | undefined {
   const value = ctx.values[name];
@@ -91,7 +105,7 @@ function optionalRate(ctx: CommandContext, name: string): number | null | undefi
   if (value === undefined) return undefined;
   if (value === 'none') return null;
   if (!/^[1-9]\d*$/.test(String(value))) throw new UsageError(`--${name} must be a positive integer or "none"`);
-  return Number(value);
+  return positiveInteger(String(value), `--${name}`, MAX_RATE);
 }
 
 function limitChanges(ctx: CommandContext): LimitChanges {
@@ -294,7 +308,7 @@ export const COMMANDS: Command[] = [
       const category = (ctx.values.category ?? 'chat') as ModelCategory;
       if (!CATEGORIES.includes(category)) throw new UsageError(`--category must be one of ${CATEGORIES.join(', ')}`);
       const maxOutput = ctx.values['max-output-tokens'];
-      if (maxOutput !== undefined && !/^[1-9]\d*$/.test(String(maxOutput))) throw new UsageError('--max-output-tokens must be a positive integer');
+      const maxOutputTokens = maxOutput === undefined ? null : positiveInteger(String(maxOutput), '--max-output-tokens', MAX_OUTPUT_TOKENS);
       const tokenizer = ctx.values.tokenizer;
       if (tokenizer !== undefined && !isKnownEncoding(String(tokenizer))) throw new UsageError(`unknown --tokenizer "${String(tokenizer)}"`);
       const model = ctx.store.setModel({
@@ -303,7 +317,7 @@ export const COMMANDS: Command[] = [
         category,
         inputMicroPer1k: optionalCredits(ctx, 'input-cost') ?? 0,
         outputMicroPer1k: optionalCredits(ctx, 'output-cost') ?? 0,
-        maxOutputTokens: maxOutput === undefined ? null : Number(maxOutput),
+        maxOutputTokens,
         tokenizer: tokenizer === undefined ? null : String(tokenizer),
       });
       const row = modelRow(model);

@@ -56,7 +56,7 @@ describe('admin CLI', () => {
   });
 
   test('models set / list / remove, with prices kept exactly', () => {
-    expect(run('models', 'set', 'house-model', '--ollama', 'llama3.2:3b', '--input-cost', '0.002', '--output-cost', '0.003', '--json')).toBe(0);
+    expect(run('models', 'set', 'house-model', '--ollama', 'llama3.2:3b', '--input-cost', '0.002', '--output-cost', '0.0030000', '--json')).toBe(0);
     expect(lastJson()).toMatchObject({ name: 'house-model', ollama: 'llama3.2:3b', category: 'chat', input_cost: 0.002, output_cost: 0.003 });
     expect(cli.store.getModel('house-model')).toMatchObject({ inputMicroPer1k: 2000, outputMicroPer1k: 3000 });
     expect(run('models', 'list')).toBe(0);
@@ -73,6 +73,11 @@ describe('admin CLI', () => {
   test.each([
     [['keys', 'create'], /--name is required/],
     [['keys', 'create', '--name', 'x', '--credits', 'lots'], /--credits must be a number/],
+    [['keys', 'create', '--name', 'x', '--credits', '0.0000001'], /--credits has more than 6 decimals/],
+    [['models', 'set', 'm', '--ollama', 'x', '--input-cost', '0.0010005'], /--input-cost has more than 6 decimals/],
+    [['models', 'set', 'm', '--ollama', 'x', '--max-output-tokens', '99999999999999999999'], /--max-output-tokens must be a positive integer up to 100,000,000/],
+    [['keys', 'create', '--name', 'x', '--rpm', '1e3'], /--rpm must be a positive integer/],
+    [['keys', 'create', '--name', 'x', '--tpm', '99999999999999999999'], /--tpm must be a positive integer up to 1,000,000,000,000/],
     [['models', 'set', 'm', '--ollama', 'x', '--category', 'vision'], /--category must be one of/],
     [['credits', 'add', 'team'], /<org> is required|<amount> is required|no organisation/],
     [['frobnicate'], /Usage:/],
