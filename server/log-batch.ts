@@ -14,12 +14,18 @@ type Writer = ReturnType<typeof pino.destination>;
 export class LineBatch {
   private lines: string[] = [];
   private chars = 0;
+  /** A batch was handed to the writer and it has not said `drain` (everything written) since. */
+  private writing = false;
 
   /** `minChars`: lines are passed on once this many characters wait (about one write per batch). */
   constructor(
     private readonly writer: Writer,
     private readonly minChars: number,
-  ) {}
+  ) {
+    writer.on('drain', () => {
+      this.writing = false;
+    });
+  }
 
   /** pino's destination method. Never refuses: the writer queues what it cannot write yet. */
   write(line: string): boolean {
@@ -29,10 +35,22 @@ export class LineBatch {
     return true;
   }
 
-  /** Writes what waits (pino's `logger.flush()` calls this). */
-  flush(callback?: (err?: Error) => void): void {
+  /**
+   * Writes what waits (pino's `logger.flush()` calls this) and calls back once the writer has handed
+   * everything to the system, or after `timeoutMs` (standard output may be blocked). sonic-boom's own
+   * flush calls back at once: the batch it is writing could then be lost by a `process.exit()`.
+   */
+  flush(callback?: (err?: Error) => void, timeoutMs = 2_000): void {
     this.pass();
-    this.writer.flush(callback);
+    if (!callback) return;
+    if (!this.writing) return callback();
+    const done = (): void => {
+      clearTimeout(timer);
+      this.writer.off('drain', done);
+      callback();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    this.writer.once('drain', done);
   }
 
   /** Writes what waits before returning: for the process's exit. */
@@ -46,6 +64,7 @@ export class LineBatch {
     const batch = this.lines.length === 1 ? (this.lines[0] as string) : this.lines.join('');
     this.lines = [];
     this.chars = 0;
+    this.writing = true;
     this.writer.write(batch);
   }
 }

@@ -36,6 +36,8 @@ async function main(): Promise<void> {
     void running
       .close(config.SHUTDOWN_GRACE_MS)
       .then(() => closeServices(services))
+      // The log's last batch may be mid-write: process.exit() would lose it (bounded wait: stdout may be blocked).
+      .then(() => new Promise<void>((resolve) => logger.flush(() => resolve())))
       .then(
         () => process.exit(0),
         (err: unknown) => {
