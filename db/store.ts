@@ -177,6 +177,7 @@ export class Store {
     this.lookups = new LookupCache(this.connection);
     this.stmts = this.prepare();
     this.limitStmts = this.prepareLimits();
+    this.countedScopes = new Set(this.connection.prepare<[], string>('SELECT DISTINCT scope FROM allotment_spend').pluck().all());
   }
 
   /** Statements for limits and allotments (kept apart from the core ones). */
@@ -314,6 +315,7 @@ export class Store {
   /** Sets a balance outright; null makes the organisation unlimited. */
   setBalance(orgId: string, balanceMicro: number | null): void {
     this.stmts.setBalance.run(balanceMicro, orgId);
+    this.lookups.delete(orgKey(orgId));
   }
 
   /** Tops up (or, with a negative amount, takes away) credits. An unlimited org becomes limited at `amount`. */
@@ -325,6 +327,7 @@ export class Store {
         const next = (org.balanceMicro ?? 0) + amountMicro;
         if (next < 0) throw new RangeError(`balance would go below zero (${org.balanceMicro ?? 0} + ${amountMicro})`);
         this.stmts.setBalance.run(next, orgId);
+        this.lookups.delete(orgKey(orgId));
         return { ...org, balanceMicro: next };
       })
       .immediate();
@@ -421,6 +424,12 @@ export class Store {
   private readonly heldAllotments = new Map<string, number>();
   /** Reservations not yet settled, so money moves and a hold is released exactly once. */
   private readonly open = new Set<number>();
+  /**
+   * The keys and organisations (`key:1`, `org:x`) with an allotment counter in the database: made by
+   * this store when a request first meets an allotment, or before it started. A settlement for anyone
+   * else has no counter to add to, and skips the statement (most keys have no allotment).
+   */
+  private readonly countedScopes: Set<string>;
   /** Settlements waiting for this event-loop turn's commit. */
   private pendingWrites: PendingSettlement[] = [];
   private flushTimer: NodeJS.Immediate | NodeJS.Timeout | null = null;
@@ -451,7 +460,8 @@ export class Store {
   }
 
   private hold(orgId: string, amountMicro: number, allotments: readonly AllotmentCheck[]): Reservation | undefined {
-    const org = this.available(this.stmts.orgById.get(orgId));
+    // The stored balance, kept between this store's own charges (and other connections' changes).
+    const org = this.available(this.lookups.get(orgKey(orgId), () => this.stmts.orgById.get(orgId)));
     if (!org) return undefined;
     if (org.balanceMicro === null && allotments.length === 0) return { id: null, orgId, amountMicro: 0 };
     if (org.balanceMicro !== null && org.balanceMicro < amountMicro) return undefined;
@@ -483,6 +493,7 @@ export class Store {
         }
         spent = this.limitStmts.allotmentSpent.get(check.scope, check.period)?.spent ?? 0;
       }
+      this.countedScopes.add(check.scope);
       spent += this.heldAllotments.get(allotmentKey(check)) ?? 0;
       if (spent >= check.limitMicro || spent + amountMicro > check.limitMicro) throw quotaExceeded(check, spent);
     }
@@ -601,6 +612,7 @@ export class Store {
       for (const { reservation, chargeMicro, usage, admittedAt: at } of writes) {
         if (reservation && chargeMicro > 0) {
           this.stmts.chargeBalance.run(chargeMicro, reservation.orgId);
+          this.lookups.delete(orgKey(reservation.orgId));
           const held = reservation.allotments ?? [];
           for (const hold of held) this.limitStmts.addAllotment.run(chargeMicro, hold.scope, hold.period);
           if (usage.principal) this.addToUnheldCounters(usage.principal, at, chargeMicro, held);
@@ -621,6 +633,7 @@ export class Store {
    */
   private addToUnheldCounters(principal: Principal, at: number, chargeMicro: number, held: readonly AllotmentHold[]): void {
     const scopes = [`key:${principal.keyId}`, `org:${principal.orgId}`];
+    if (!this.countedScopes.has(scopes[0] as string) && !this.countedScopes.has(scopes[1] as string)) return;
     const periods = [periodOf('daily', at).id, periodOf('monthly', at).id];
     if (held.length === 0) {
       this.limitStmts.addToCounters.run(chargeMicro, scopes[0], scopes[1], periods[0], periods[1]);
@@ -651,6 +664,7 @@ export class Store {
           const held = new Map(this.limitStmts.reservationAllotments.all().map((r) => [r.id, r.allotments]));
           for (const row of rows) {
             this.stmts.addBalance.run(row.amount_micro, row.org_id);
+            this.lookups.delete(orgKey(row.org_id));
             const allotments = held.get(row.id);
             if (allotments) this.releaseAllotments(JSON.parse(allotments) as AllotmentHold[], row.amount_micro);
             this.stmts.deleteReservation.run(row.id);
@@ -791,9 +805,19 @@ class LookupCache {
     return value;
   }
 
+  /** Forgets one row this store has just changed itself (data_version does not count its own commits). */
+  delete(key: string): void {
+    this.entries.delete(key);
+  }
+
   clear(): void {
     this.entries.clear();
   }
+}
+
+/** An organisation's row in the lookup cache. */
+function orgKey(orgId: string): string {
+  return `org:${orgId}`;
 }
 
 function allotmentKey(hold: AllotmentHold): string {

@@ -251,6 +251,27 @@ describe('allotments in the store', () => {
     expect(store.allotmentSpent(`org:${limited.orgId}`, periodOf('monthly', now).id)).toBe(5_000_000);
   });
 
+  test('a counter made before a restart is still added to by spend while its allotment is lifted', () => {
+    const key = store.createKey({ name: 'g', balanceMicro: 100_000_000 });
+    const now = Date.now();
+    store.setOrgLimits(key.org.id, { monthlyMicro: 10_000_000 });
+    const limited = store.authenticateClient(key.clientKey, key.clientSecret) as Principal;
+    const first = store.reserve(limited.orgId, 2_000_000, allotmentChecks(limited, now));
+    store.settle(first as NonNullable<typeof first>, 2_000_000, usage(limited, 2_000_000));
+    store.setOrgLimits(key.org.id, { monthlyMicro: null });
+    store.flush();
+    const restarted = new Store(store.db.name);
+    try {
+      const free = restarted.authenticateClient(key.clientKey, key.clientSecret) as Principal;
+      const meanwhile = restarted.reserve(free.orgId, 3_000_000, allotmentChecks(free, now)); // holds no counter
+      restarted.settle(meanwhile as NonNullable<typeof meanwhile>, 3_000_000, usage(free, 3_000_000));
+      restarted.flush();
+      expect(restarted.allotmentSpent(`org:${limited.orgId}`, periodOf('monthly', now).id)).toBe(5_000_000);
+    } finally {
+      restarted.close();
+    }
+  });
+
   test('limits, allow-list and expiry are read with the principal on every authentication', () => {
     const key = store.createKey({ name: 'e', orgName: 'team' });
     expect(store.authenticateClient(key.clientKey, key.clientSecret)).toMatchObject({

@@ -55,4 +55,25 @@ describe('key and model look-ups', () => {
     server.revokeKey(key.clientKey);
     expect(server.authenticateApiKey(key.apiKey)).toBeUndefined();
   });
+
+  test('a balance read for reservations follows credits changed by another connection and this store\'s own charges', () => {
+    const key = server.createKey({ name: 'wallet', balanceMicro: 10_000_000 });
+    const orgId = key.org.id;
+    const usage = { requestId: 'r', route: 'test', principal: null, model: 'm', promptTokens: 1, completionTokens: 1, costMicro: 6_000_000, status: 200, errorCode: null, latencyMs: 1 };
+    const first = server.reserve(orgId, 6_000_000);
+    expect(first).toBeDefined();
+    server.settle(first ?? null, 6_000_000, usage);
+    server.flush(); // charged: 4 credits left
+    expect(server.reserve(orgId, 5_000_000)).toBeUndefined();
+    cli.addCredits(orgId, 2_000_000); // another connection: 6 left
+    const second = server.reserve(orgId, 5_000_000);
+    expect(second).toBeDefined();
+    server.settle(second ?? null, 0, { ...usage, costMicro: 0 });
+    cli.setBalance(orgId, 1_000_000);
+    expect(server.reserve(orgId, 2_000_000)).toBeUndefined();
+    server.setBalance(orgId, 3_000_000); // this store's own change
+    expect(server.reserve(orgId, 2_000_000)).toBeDefined();
+    server.addCredits(orgId, -3_000_000);
+    expect(server.reserve(orgId, 1)).toBeUndefined();
+  });
 });
