@@ -1,0 +1,48 @@
+/**
+ * `npm run bench:store`: the store's own cost a request, without HTTP or Ollama — what every chat
+ * request asks of SQLite: authenticate the key, reserve its worst case (a limited balance and an
+ * allotment check), settle the real cost and write the usage row, with the grouped commit every
+ * 50 settlements as under load. The gateway's bench (`npm run bench`) sees these microseconds only
+ * through its noise; here a change to the store shows at once.
+ *
+ * Options (environment): STORE_N (requests a round, default 20000), STORE_ROUNDS (default 5).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Store, type UsageRecord } from '../db/store';
+import { allotmentChecks } from '../lib/limits/allotments';
+import type { Principal } from '../lib/types';
+
+const N = Number(process.env.STORE_N ?? 20_000);
+const ROUNDS = Number(process.env.STORE_ROUNDS ?? 5);
+const COMMIT_EVERY = 50;
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-store-bench-'));
+const store = new Store(path.join(dir, 'gateway.db'));
+try {
+  const key = store.createKey({ name: 'bench', balanceMicro: 1e15 });
+  const usage = (principal: Principal): UsageRecord => ({
+    requestId: 'req_bench', route: 'openai.chat', principal, model: 'bench-model', promptTokens: 30, completionTokens: 20, costMicro: 70, status: 200, errorCode: null, latencyMs: 1,
+  });
+
+  const round = (n: number): number => {
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) {
+      const principal = store.authenticateClient(key.clientKey, key.clientSecret) as Principal;
+      const reservation = store.reserve(principal.orgId, 1_000, allotmentChecks(principal, Date.now())) ?? null;
+      store.settle(reservation, 70, usage(principal));
+      if (i % COMMIT_EVERY === COMMIT_EVERY - 1) store.flush();
+    }
+    store.flush();
+    return Number(process.hrtime.bigint() - started) / n / 1_000;
+  };
+
+  round(Math.min(N, 5_000)); // warm-up: statements prepared, code optimised
+  const rounds = Array.from({ length: ROUNDS }, () => round(N));
+  const median = [...rounds].sort((a, b) => a - b)[Math.floor(rounds.length / 2)] as number;
+  console.log(`store work a request: ${median.toFixed(2)} µs median (rounds: ${rounds.map((r) => r.toFixed(2)).join(', ')})`);
+} finally {
+  store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
