@@ -5,6 +5,7 @@
 import { until } from './support/until';
 import { startHarness, postJson, type Harness } from './support/harness';
 import { startOllamaDouble, type Behaviour, type OllamaDouble } from './support/ollama-double';
+import { sameModel } from '../lib/backends/pool';
 
 jest.setTimeout(30_000);
 
@@ -318,5 +319,19 @@ describe('several Ollama hosts', () => {
     d1 = await startOllamaDouble({ models: LLAMA_ONLY, port });
     d2 = await startOllamaDouble({ models: LLAMA_AND_QWEN, port: port2 });
     await until(async () => (await fetch(`${h.url}/ready`)).status === 200, '/ready back to 200');
+  });
+});
+
+describe('sameModel: the names Ollama takes for a model it lists', () => {
+  test.each([
+    ['llama3.2:latest', 'llama3.2', true],
+    ['llama3.2:latest', 'Llama3.2', true],
+    ['hf.co/User/Model:Q4_K_M', 'hf.co/user/model:q4_k_m', true],
+    ['localhost:5000/team/m:latest', 'localhost:5000/team/m', true], // that colon is a port, not a tag
+    ['llama3.2:1b', 'llama3.2', false],
+    ['llama3.2:latest', 'llama3', false],
+    ['llama3.2:latest', 'llama3.2:1b', false],
+  ])('listed %j, asked %j: %j', (listed, asked, same) => {
+    expect(sameModel(listed, asked)).toBe(same);
   });
 });

@@ -51,6 +51,17 @@ describe('POST /v1/chat/completions (non-streaming)', () => {
     expect(body.tools).toBeUndefined();
   });
 
+  test('an Ollama model configured in another case is served as Ollama would serve it', async () => {
+    h.store.setModel({ name: 'house-llama', ollamaModel: 'Llama3.2' }); // Ollama's names are case-insensitive
+    const res = await client.chat.completions.create({ model: 'house-llama', messages: [{ role: 'user', content: 'Hello there' }] });
+    expect(res.choices[0]?.message.content).toBe('Echo: Hello there');
+    expect(sent().model).toBe('Llama3.2'); // passed on as configured: Ollama resolves it
+    // Ollama's own names work in any case too (the gateway lists and matches them case-insensitively).
+    const own = await client.chat.completions.create({ model: 'LLAMA3.2:Latest', messages: [{ role: 'user', content: 'again' }] });
+    expect(own.choices[0]?.message.content).toBe('Echo: again');
+    expect(sent(1).model).toBe('LLAMA3.2:Latest');
+  });
+
   test('raw reply: application/json, x-request-id, all keys present', async () => {
     const res = await postJson(url(), { model: 'covalid-1.0', messages: [{ role: 'user', content: 'hi' }] }, bearer());
     expect(res.status).toBe(200);

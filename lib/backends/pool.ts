@@ -131,14 +131,21 @@ interface FailingEntry extends FailingModel {
   struckAt: number;
 }
 
-/** Ollama accepts `llama3.2` for `llama3.2:latest`; so does the gateway. */
+/**
+ * Ollama accepts `llama3.2` for `llama3.2:latest`, and a name in any case (`Llama3.2`: its names are
+ * case-insensitive, though it lists them as pulled); so does the gateway.
+ */
 export function sameModel(listed: string, asked: string): boolean {
-  return listed === asked || listed === `${asked}:latest`;
+  return modelKey(listed) === modelKey(asked);
 }
 
-/** One key per model whichever spelling the caller used, so slots are not counted twice. */
+/**
+ * One key per model whichever spelling the caller used, so slots are not counted twice. The tag is
+ * after a colon in the last path segment: `localhost:5000/model` has none (that colon is a port).
+ */
 function modelKey(model: string): string {
-  return model.includes(':') ? model : `${model}:latest`;
+  const lower = model.toLowerCase();
+  return lower.slice(lower.lastIndexOf('/') + 1).includes(':') ? lower : `${lower}:latest`;
 }
 
 const NEVER = new AbortController().signal;

@@ -138,8 +138,11 @@ function createdAt(): string {
   return `${iso.slice(0, -1)}${String(process.hrtime()[1] % 1_000_000).padStart(6, '0')}Z`;
 }
 
+/** Ollama's names: `:latest` when no tag is given, and any case (it lists them as they were pulled). */
 function sameModel(listed: string, asked: string): boolean {
-  return listed === asked || listed === `${asked}:latest`;
+  const a = asked.toLowerCase();
+  const tagged = a.slice(a.lastIndexOf('/') + 1).includes(':'); // `localhost:5000/m`: a port, no tag
+  return listed.toLowerCase() === (tagged ? a : `${a}:latest`);
 }
 
 function lastUserText(body: Record<string, unknown>): string {
