@@ -72,6 +72,8 @@ function positiveInteger(value: string, what: string, max: number): number {
 const MAX_RATE = 1_000_000_000_000;
 /** The largest output cap: far above any model's context, and far below where a reservation's arithmetic stops being exact. */
 const MAX_OUTPUT_TOKENS = 100_000_000;
+/** The largest figure for an image (the largest vision models spend a few thousand a tile). */
+const MAX_IMAGE_TOKENS = 1_000_000;
 
 function optionalCredits(ctx: CommandContext, name: string): number | undefined {
   const value = ctx.values[name];
@@ -294,7 +296,7 @@ export const COMMANDS: Command[] = [
   },
   {
     words: ['models', 'set'],
-    usage: 'models set <name> --ollama <model> [--input-cost X] [--output-cost Y] [--category chat|embedding|moderation] [--max-output-tokens N] [--tokenizer cl100k_base|o200k_base|…]',
+    usage: 'models set <name> --ollama <model> [--input-cost X] [--output-cost Y] [--category chat|embedding|moderation] [--max-output-tokens N] [--tokenizer cl100k_base|o200k_base|…] [--image-tokens N]',
     options: {
       ollama: { type: 'string' },
       'input-cost': { type: 'string' },
@@ -302,6 +304,7 @@ export const COMMANDS: Command[] = [
       category: { type: 'string' },
       'max-output-tokens': { type: 'string' },
       tokenizer: { type: 'string' },
+      'image-tokens': { type: 'string' },
     },
     run(ctx) {
       const name = arg(ctx, 0, 'name');
@@ -309,6 +312,9 @@ export const COMMANDS: Command[] = [
       if (!CATEGORIES.includes(category)) throw new UsageError(`--category must be one of ${CATEGORIES.join(', ')}`);
       const maxOutput = ctx.values['max-output-tokens'];
       const maxOutputTokens = maxOutput === undefined ? null : positiveInteger(String(maxOutput), '--max-output-tokens', MAX_OUTPUT_TOKENS);
+      const imageTokensValue = ctx.values['image-tokens'];
+      // 0 is allowed: a model that takes no images, or one whose images the operator does not charge for.
+      const imageTokens = imageTokensValue === undefined ? null : imageTokensValue === '0' ? 0 : positiveInteger(String(imageTokensValue), '--image-tokens', MAX_IMAGE_TOKENS);
       const tokenizer = ctx.values.tokenizer;
       if (tokenizer !== undefined && !isKnownEncoding(String(tokenizer))) throw new UsageError(`unknown --tokenizer "${String(tokenizer)}"`);
       const model = ctx.store.setModel({
@@ -319,6 +325,7 @@ export const COMMANDS: Command[] = [
         outputMicroPer1k: optionalCredits(ctx, 'output-cost') ?? 0,
         maxOutputTokens,
         tokenizer: tokenizer === undefined ? null : String(tokenizer),
+        imageTokens,
       });
       const row = modelRow(model);
       print(ctx, row, `Model "${name}" → Ollama "${model.ollamaModel}" (${category}; ${row.input_cost} / ${row.output_cost} credits per 1k tokens in / out).`);
@@ -330,7 +337,7 @@ export const COMMANDS: Command[] = [
     options: {},
     run(ctx) {
       const rows = ctx.store.listModels().map(modelRow);
-      print(ctx, rows, table(rows, ['name', 'ollama', 'category', 'input_cost', 'output_cost', 'max_output_tokens', 'tokenizer']));
+      print(ctx, rows, table(rows, ['name', 'ollama', 'category', 'input_cost', 'output_cost', 'max_output_tokens', 'tokenizer', 'image_tokens']));
     },
   },
   {
@@ -354,5 +361,6 @@ function modelRow(m: ReturnType<Store['listModels']>[number]) {
     output_cost: microToCredits(m.outputMicroPer1k),
     max_output_tokens: m.maxOutputTokens,
     tokenizer: m.tokenizer,
+    image_tokens: m.imageTokens,
   };
 }

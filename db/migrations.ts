@@ -90,6 +90,10 @@ const MIGRATIONS: readonly string[] = [
   -- The allotment counters a reservation holds (JSON [{scope, period}]), so a crash refund can correct them.
   ALTER TABLE reservations ADD COLUMN allotments TEXT;
   `,
+  // 4: what an image adds to a model's prompt estimate (NULL = the gateway's IMAGE_TOKENS).
+  `
+  ALTER TABLE models ADD COLUMN image_tokens INTEGER CHECK (image_tokens IS NULL OR image_tokens >= 0);
+  `,
 ];
 
 export function migrate(db: Database.Database): void {

@@ -45,6 +45,7 @@ export interface ModelInput {
   outputMicroPer1k?: number;
   maxOutputTokens?: number | null;
   tokenizer?: string | null;
+  imageTokens?: number | null;
 }
 
 export interface UsageRecord {
@@ -104,6 +105,7 @@ interface ModelRow {
   output_micro_1k: number;
   max_output_tokens: number | null;
   tokenizer: string | null;
+  image_tokens: number | null;
 }
 
 const now = (): string => new Date().toISOString();
@@ -117,6 +119,7 @@ function toModelEntry(row: ModelRow): ModelEntry {
     outputMicroPer1k: row.output_micro_1k,
     maxOutputTokens: row.max_output_tokens,
     tokenizer: row.tokenizer,
+    imageTokens: row.image_tokens,
     configured: true,
   };
 }
@@ -249,11 +252,11 @@ export class Store {
       modelByName: db.prepare<[string], ModelRow>(`SELECT * FROM models WHERE name = ?`),
       listModels: db.prepare<[], ModelRow>(`SELECT * FROM models ORDER BY name`),
       upsertModel: db.prepare(
-        `INSERT INTO models (name, ollama_model, category, input_micro_1k, output_micro_1k, max_output_tokens, tokenizer, created_at)
-         VALUES (@name, @ollamaModel, @category, @input, @output, @maxOutput, @tokenizer, @createdAt)
+        `INSERT INTO models (name, ollama_model, category, input_micro_1k, output_micro_1k, max_output_tokens, tokenizer, image_tokens, created_at)
+         VALUES (@name, @ollamaModel, @category, @input, @output, @maxOutput, @tokenizer, @imageTokens, @createdAt)
          ON CONFLICT(name) DO UPDATE SET ollama_model = excluded.ollama_model, category = excluded.category,
            input_micro_1k = excluded.input_micro_1k, output_micro_1k = excluded.output_micro_1k,
-           max_output_tokens = excluded.max_output_tokens, tokenizer = excluded.tokenizer`,
+           max_output_tokens = excluded.max_output_tokens, tokenizer = excluded.tokenizer, image_tokens = excluded.image_tokens`,
       ),
       removeModel: db.prepare(`DELETE FROM models WHERE name = ?`),
       deleteReservation: db.prepare(`DELETE FROM reservations WHERE id = ?`),
@@ -406,6 +409,7 @@ export class Store {
       output: input.outputMicroPer1k ?? 0,
       maxOutput: input.maxOutputTokens ?? null,
       tokenizer: input.tokenizer ?? null,
+      imageTokens: input.imageTokens ?? null,
       createdAt: now(),
     });
     return this.getModel(input.name) as ModelEntry;

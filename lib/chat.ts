@@ -325,7 +325,7 @@ async function collect(events: ChatEvents): Promise<ChatResult> {
  */
 function promptCounter(request: ChatRequest, model: ModelEntry, imageTokens: number | undefined): () => number {
   let count: number | undefined;
-  return () => (count ??= countInputTokens(request.input, model.tokenizer ?? undefined, request.tools, imageTokens));
+  return () => (count ??= countInputTokens(request.input, model.tokenizer ?? undefined, request.tools, model.imageTokens ?? imageTokens));
 }
 
 /** A limited balance with a priced output must never produce more than was reserved for. */

@@ -51,6 +51,7 @@ function ollamaOwnModel(name: string, capabilities?: string[]): ModelEntry {
     outputMicroPer1k: 0,
     maxOutputTokens: null,
     tokenizer: null,
+    imageTokens: null,
     configured: false,
   };
 }

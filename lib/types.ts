@@ -134,6 +134,8 @@ export interface ModelEntry {
   maxOutputTokens: number | null;
   /** tiktoken encoding for estimates; null means the default. */
   tokenizer: string | null;
+  /** What an image adds to the prompt estimate (vision models differ by the thousand); null means IMAGE_TOKENS. */
+  imageTokens: number | null;
   /** True for an entry of the model table; false for an Ollama model used under its own name. */
   configured: boolean;
 }

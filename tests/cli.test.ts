@@ -63,6 +63,11 @@ describe('admin CLI', () => {
     expect(cli.out[cli.out.length - 1]).toMatch(/house-model\s+llama3\.2:3b\s+chat\s+0\.002\s+0\.003/);
     expect(run('models', 'remove', 'house-model')).toBe(0);
     expect(cli.store.getModel('house-model')).toBeUndefined();
+    expect(run('models', 'set', 'vision', '--ollama', 'llama3.2-vision', '--image-tokens', '1600', '--json')).toBe(0);
+    expect(lastJson()).toMatchObject({ name: 'vision', image_tokens: 1600 });
+    expect(cli.store.getModel('vision')?.imageTokens).toBe(1600);
+    expect(run('models', 'set', 'vision', '--ollama', 'llama3.2-vision', '--json')).toBe(0); // unset: IMAGE_TOKENS again
+    expect(lastJson()).toMatchObject({ name: 'vision', image_tokens: null });
   });
 
   test('the Covalid model names exist on a new database', () => {
@@ -76,6 +81,7 @@ describe('admin CLI', () => {
     [['keys', 'create', '--name', 'x', '--credits', '0.0000001'], /--credits has more than 6 decimals/],
     [['models', 'set', 'm', '--ollama', 'x', '--input-cost', '0.0010005'], /--input-cost has more than 6 decimals/],
     [['models', 'set', 'm', '--ollama', 'x', '--max-output-tokens', '99999999999999999999'], /--max-output-tokens must be a positive integer up to 100,000,000/],
+    [['models', 'set', 'm', '--ollama', 'x', '--image-tokens', 'lots'], /--image-tokens must be a positive integer/],
     [['keys', 'create', '--name', 'x', '--rpm', '1e3'], /--rpm must be a positive integer/],
     [['keys', 'create', '--name', 'x', '--tpm', '99999999999999999999'], /--tpm must be a positive integer up to 1,000,000,000,000/],
     [['models', 'set', 'm', '--ollama', 'x', '--category', 'vision'], /--category must be one of/],

@@ -222,5 +222,31 @@ describe('IMAGE_TOKENS: what an image adds to the estimate', () => {
     expect(two.body.error.message).toMatch(/may use up to \d+ tokens, more than the limit of 5000/);
     expect(Number(/up to (\d+)/.exec(two.body.error.message)?.[1])).toBeGreaterThanOrEqual(6000);
   });
+
+  test("a model's own figure (models set --image-tokens) wins over IMAGE_TOKENS, 0 included", async () => {
+    h.store.setModel({ name: 'small-vision', ollamaModel: 'llama3.2', imageTokens: 256 });
+    h.store.setModel({ name: 'big-vision', ollamaModel: 'llama3.2', imageTokens: 6000 });
+    h.store.setModel({ name: 'no-vision', ollamaModel: 'llama3.2', imageTokens: 0 });
+    const key = h.createKey('vision-per-model');
+    h.store.setKeyLimits(key.clientKey, { tpm: 5000 });
+    const ask = (model: string, images: number) =>
+      postJson(
+        `${h.url}/v1/chat/completions`,
+        {
+          model,
+          max_tokens: 1,
+          messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, ...Array.from({ length: images }, () => ({ type: 'image_url', image_url: { url: 'data:image/png;base64,aGVsbG8=' } }))] }],
+        },
+        { Authorization: `Bearer ${key.apiKey}` },
+      );
+    const generations = h.double.generations().length;
+    expect((await ask('small-vision', 4)).status).toBe(200); // 4 × 256, not 4 × 3,000
+    const big = await ask('big-vision', 1);
+    expect(big.status).toBe(429); // 6,000 for one image: more than the whole limit
+    expect(Number(/up to (\d+)/.exec(big.body.error.message)?.[1])).toBeGreaterThanOrEqual(6000);
+    expect(h.double.generations()).toHaveLength(generations + 1); // the refusal reached no Ollama
+    // Tokens per minute spent so far: small-vision's answer. no-vision counts its image as nothing.
+    expect((await ask('no-vision', 3)).status).toBe(200);
+  });
 });
 
