@@ -216,6 +216,41 @@ describe('several Ollama hosts', () => {
     }
   });
 
+  test("an embedding runner's failure, which Ollama answers 400, is Ollama's failure: retried elsewhere, else 502; a too-long input stays the caller's 400", async () => {
+    const d3 = await startOllamaDouble();
+    const d4 = await startOllamaDouble();
+    const pair = await startHarness({ doubles: [d3, d4] });
+    const single = await startHarness({ doubles: [d4] });
+    try {
+      for (const g of [pair, single]) g.store.setModel({ name: 'embed-small', ollamaModel: 'nomic-embed-text', category: 'embedding' });
+      const crash = { status: 400, message: 'do embedding request: Post "http://127.0.0.1:41093/embedding": EOF' };
+      const embed = (g: Harness, key: ReturnType<Harness['createKey']>) =>
+        postJson(`${g.url}/v1/embeddings`, { model: 'embed-small', input: 'hello' }, { Authorization: `Bearer ${key.apiKey}` });
+
+      // Two hosts: the request that meets host 1's failure is served by host 2.
+      d3.embedFailures.push(crash);
+      const pairKey = pair.createKey();
+      for (let i = 0; i < 4 && d3.embedFailures.length > 0; i++) expect((await embed(pair, pairKey)).status).toBe(200);
+      expect(d3.embedFailures).toHaveLength(0); // the failure was met, and no caller saw it
+
+      // One host: a 502 in OpenAI's shape, not a 400 blaming the caller.
+      d4.embedFailures.length = 0;
+      d4.embedFailures.push(crash);
+      const singleKey = single.createKey();
+      const failed = await embed(single, singleKey);
+      expect(failed.status).toBe(502);
+      expect(failed.body.error).toMatchObject({ type: 'server_error', message: expect.stringMatching(/do embedding request/) });
+
+      d4.embedFailures.push({ status: 400, message: 'the input length exceeds the context length' });
+      const tooLong = await embed(single, singleKey);
+      expect(tooLong.status).toBe(400);
+      expect(tooLong.body.error).toMatchObject({ type: 'invalid_request_error', message: expect.stringMatching(/context length/) });
+    } finally {
+      await Promise.all([pair.close(), single.close()]);
+      await Promise.all([d3.close(), d4.close()]);
+    }
+  });
+
   test('a 500 that is not Ollama\'s own (a proxy in front of it) takes the host out at once', async () => {
     d1.queue.push({ kind: 'garbage', status: 500, body: '<html><body>500 Internal Server Error</body></html>', contentType: 'text/html' });
     const res = await chat({ prompt: 'via a proxy' });

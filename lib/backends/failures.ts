@@ -15,13 +15,21 @@ interface ResponseErrorLike {
 /** The same failure from our own HTTP calls, shaped like ollama-js's so one classifier serves both. */
 export class OllamaResponseError extends Error implements ResponseErrorLike {
   override readonly name = 'ResponseError';
+  /**
+   * Ollama's own failure, which may be the host's or the request's (see `isAmbiguousFailure`): its
+   * 500s, and what the caller marks so (an embedding runner's failure, answered 400).
+   */
+  readonly ambiguous: boolean;
+
   constructor(
     readonly error: string,
     readonly status_code: number,
     /** The body was Ollama's own `{"error": "..."}`, not some other server's page. */
     readonly fromOllama = false,
+    ambiguous?: boolean,
   ) {
     super(error);
+    this.ambiguous = ambiguous ?? (fromOllama && status_code === 500);
   }
 
   /** Reads an error answer's body: Ollama's `{"error": "..."}`, else the start of whatever came (a proxy's page). */
@@ -45,7 +53,7 @@ export class OllamaResponseError extends Error implements ResponseErrorLike {
  */
 export function isAmbiguousFailure(err: unknown): boolean {
   const cause = err instanceof GatewayError ? err.cause : undefined;
-  return cause instanceof OllamaResponseError && cause.fromOllama && cause.status_code === 500;
+  return cause instanceof OllamaResponseError && cause.ambiguous;
 }
 
 function isResponseError(err: unknown): err is ResponseErrorLike {
@@ -74,7 +82,9 @@ export function failureBeforeFirstByte(err: unknown, backendUrl: string, model: 
     if (status === 429 || status === 503) {
       return new GatewayError('overloaded', `Ollama is busy: ${message}`, { retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS, cause: err });
     }
-    if (status === 400) return new GatewayError('invalid_request', `Ollama rejected the request: ${message}`, { cause: err });
+    if (status === 400 && !(err instanceof OllamaResponseError && err.ambiguous)) {
+      return new GatewayError('invalid_request', `Ollama rejected the request: ${message}`, { cause: err });
+    }
     return new GatewayError('backend_error', `Ollama answered ${status}: ${message}`, { cause: err });
   }
   // It answered, but with an `{"error"}` line in place of the first token (this request failed: the pool

@@ -126,7 +126,7 @@ export class OllamaBackend implements Backend {
     try {
       const res = await this.fetch(`${this.url}/api/embed`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ model, input }), signal: asAbortSignal(signal) });
       const text = await res.text();
-      if (!res.ok) throw OllamaResponseError.fromBody(text, res.status);
+      if (!res.ok) throw embedFailure(OllamaResponseError.fromBody(text, res.status));
       const body = JSON.parse(text) as { embeddings?: unknown; prompt_eval_count?: unknown };
       if (!Array.isArray(body.embeddings)) throw new SyntaxError('no embeddings in the answer');
       const embeddings = body.embeddings as number[][];
@@ -203,6 +203,20 @@ function toChunk(line: RawLine): BackendChunk {
   if (typeof line.prompt_eval_count === 'number') chunk.promptEvalCount = line.prompt_eval_count;
   if (typeof line.eval_count === 'number') chunk.evalCount = line.eval_count;
   return chunk;
+}
+
+/**
+ * Ollama's /api/embed answers 400 for whatever fails while embedding, a runner that crashed or ran out
+ * of memory included ("do embedding request: … EOF"), not only for a bad request. The gateway built
+ * the request itself, so only what the input decides is the caller's (too long for the model's
+ * context, a model that does not embed); anything else is Ollama's own failure, ambiguous between the
+ * host and the request like its 500s: retried on another host, a 502 when none serves it.
+ */
+const CALLERS_EMBED_400 = /context length|does not support|invalid input|missing request body/i;
+
+function embedFailure(err: OllamaResponseError): OllamaResponseError {
+  if (err.status_code !== 400 || !err.fromOllama || CALLERS_EMBED_400.test(err.error)) return err;
+  return new OllamaResponseError(err.error, err.status_code, true, true);
 }
 
 let toolCallCounter = 0;
