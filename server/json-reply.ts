@@ -4,15 +4,23 @@
  * request in `npm run bench:profile`, on the hottest path there is).
  */
 import type { Response } from 'express';
-import { closeIfUnread, stallMsFor } from './unread-reply';
+import { closeIfUnread, endInSlices, SLICE_BYTES, stallMsFor } from './unread-reply';
 
 export function replyJson(res: Response, value: unknown, status = 200): void {
   const body = JSON.stringify(value);
   res.statusCode = status;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  if (body.length > SLICE_BYTES / 3) {
+    // Possibly more than a slice (a long answer, many embeddings): written a slice at a time, so a
+    // client that reads slowly gets all of it and one that never reads does not hold it for ever.
+    const data = Buffer.from(body);
+    res.setHeader('Content-Length', data.length);
+    void endInSlices(res, data, stallMsFor(res));
+    return;
+  }
   res.setHeader('Content-Length', Buffer.byteLength(body));
   res.end(body);
-  // Past what the kernel took at once (large embeddings, a client that stopped reading): watched, so
-  // a client that never reads does not hold the connection and the body for ever.
+  // Past what the kernel took at once (a client that stopped reading): watched, so it does not
+  // hold the connection for ever.
   if (res.writableLength > 0) closeIfUnread(res, stallMsFor(res));
 }

@@ -59,6 +59,36 @@ export function drainedWithin(res: ServerResponse, stallMs: number): Promise<boo
   });
 }
 
+/**
+ * Large bodies go out a slice at a time. The backlog only shrinks when a whole write has been taken,
+ * so a body written at once (megabytes) would look stalled to a client that reads it steadily but
+ * slowly; a slice at a time, a client has to take only a slice per `stallMs`. 64 KiB: about one
+ * socket buffer's worth, and few enough writes for a fast client.
+ */
+export const SLICE_BYTES = 64 * 1024;
+
+/**
+ * Writes `data` a slice at a time, each once the one before has been taken. False when the client
+ * left, or took nothing for `stallMs` (its connection is then closed).
+ */
+export async function writeInSlices(res: ServerResponse, data: Buffer, stallMs: number): Promise<boolean> {
+  for (let offset = 0; offset < data.length; offset += SLICE_BYTES) {
+    if (res.destroyed) return false;
+    if (!res.write(data.subarray(offset, offset + SLICE_BYTES)) && !(await drainedWithin(res, stallMs))) {
+      res.destroy();
+      return false;
+    }
+  }
+  return !res.destroyed;
+}
+
+/** `writeInSlices`, then the end of the reply, watched like any ended reply (`closeIfUnread`). */
+export async function endInSlices(res: ServerResponse, data: Buffer, stallMs: number): Promise<void> {
+  if (!(await writeInSlices(res, data, stallMs))) return;
+  res.end();
+  closeIfUnread(res, stallMs);
+}
+
 /** Watches an ended reply until it is handed over, or closes its connection past `stallMs` (0: never). */
 export function closeIfUnread(res: ServerResponse, stallMs: number): void {
   if (stallMs <= 0 || res.writableFinished || res.destroyed) return;

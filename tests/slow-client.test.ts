@@ -133,12 +133,12 @@ describe('a client that never reads a large JSON reply', () => {
     const body = JSON.stringify({ model: 'covalid-1.0', messages: [{ role: 'user', content: 'a lot' }] });
     const { res, socket } = await sendUnread('/v1/chat/completions', key.apiKey, 'json-unread-0001', body);
     try {
-      await until(() => res.writableEnded, 'the answer to be written', 5_000);
-      expect(res.writableFinished).toBe(false);
-      expect(res.writableLength).toBeGreaterThan(64 * 1024);
-      const endedAt = Date.now();
+      // Written a slice at a time: the socket's buffers fill, then the writer waits for the client.
+      await until(() => res.headersSent && res.writableNeedDrain, 'the buffers to fill', 5_000);
+      const stuckAt = Date.now();
       await until(() => res.destroyed, 'the connection to be closed', 5_000);
-      expect(Date.now() - endedAt).toBeGreaterThanOrEqual(900);
+      expect(Date.now() - stuckAt).toBeGreaterThanOrEqual(900);
+      expect(res.writableEnded).toBe(false); // given up before the end
     } finally {
       socket.destroy();
     }
@@ -160,4 +160,79 @@ describe('a client that never reads a large JSON reply', () => {
       socket.destroy();
     }
   });
+});
+
+describe('a client that reads a large JSON reply slowly but steadily', () => {
+  // Each reader must free a third of a (megabytes large) socket send buffer within SSE_STALL_MS: Linux
+  // wakes a blocked writer only then. The embeddings reply is twice as large: a longer stall time.
+  let h: Harness;
+  let slow: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ env: { SSE_STALL_MS: '1000' } });
+    slow = await startHarness({ env: { SSE_STALL_MS: '3000' } });
+    slow.store.setModel({ name: 'embed-small', ollamaModel: 'nomic-embed-text', category: 'embedding' });
+  });
+  afterAll(() => Promise.all([h.close(), slow.close()]));
+
+  /**
+   * Sends the request on a socket read `bytesPerTick` every 50 ms (steady, much slower than loopback)
+   * and returns what arrived once the gateway closed the connection (`Connection: close`).
+   */
+  async function readSlowly(g: Harness, path: string, apiKey: string, body: string, bytesPerTick: number): Promise<Buffer> {
+    const socket = net.connect({ port: Number(new URL(g.url).port), host: '127.0.0.1' });
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.on('error', () => undefined);
+    socket.pause();
+    socket.write(
+      `POST ${path} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer ${apiKey}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    const chunks: Buffer[] = [];
+    let closed = false;
+    socket.on('close', () => (closed = true));
+    const reader = setInterval(() => {
+      let got = 0;
+      let chunk: Buffer | null;
+      while (got < bytesPerTick && (chunk = socket.read() as Buffer | null) !== null) {
+        got += chunk.length;
+        chunks.push(chunk);
+      }
+    }, 50);
+    try {
+      await until(() => closed, 'the reply to end', 30_000);
+      let chunk: Buffer | null;
+      while ((chunk = socket.read() as Buffer | null) !== null) chunks.push(chunk);
+      return Buffer.concat(chunks);
+    } finally {
+      clearInterval(reader);
+      socket.destroy();
+    }
+  }
+
+  test('a 4 MB non-streamed answer read at ~2.5 MB/s arrives whole, though that takes longer than SSE_STALL_MS', async () => {
+    const key = h.createKey('steady-json', 100);
+    const big = 'x'.repeat(4 * 1024 * 1024);
+    h.double.queue.push({ kind: 'reply', tokens: ['Here', ` ${big}`] });
+    const raw = await readSlowly(h, '/v1/chat/completions', key.apiKey, JSON.stringify({ model: 'covalid-1.0', messages: [{ role: 'user', content: 'a lot' }] }), 128 * 1024);
+    const text = raw.toString('utf8');
+    const head = text.slice(0, text.indexOf('\r\n\r\n'));
+    const payload = text.slice(head.length + 4);
+    expect(head).toMatch(/^HTTP\/1\.1 200/);
+    expect(Number(/content-length: (\d+)/i.exec(head)?.[1])).toBe(Buffer.byteLength(payload));
+    expect(JSON.parse(payload).choices[0].message.content).toBe(`Here ${big}`);
+  }, 40_000);
+
+  test('piecewise embeddings (96 × 4,096, ~8 MB) read at ~2.5 MB/s arrive whole', async () => {
+    const key = slow.createKey('steady-embed', 100);
+    slow.double.options.embedDims = 4096;
+    try {
+      const input = Array.from({ length: 96 }, (_, i) => `passage ${i}`);
+      const raw = await readSlowly(slow, '/v1/embeddings', key.apiKey, JSON.stringify({ model: 'embed-small', input, encoding_format: 'float' }), 128 * 1024);
+      const text = raw.toString('utf8');
+      expect(text).toMatch(/^HTTP\/1\.1 200/);
+      expect(text).toMatch(/"total_tokens":\d+\}\}\r\n0\r\n\r\n$/); // the last chunk and the end of the chunked body
+    } finally {
+      slow.double.options.embedDims = undefined;
+    }
+  }, 40_000);
 });

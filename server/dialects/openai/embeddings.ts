@@ -5,7 +5,7 @@
  */
 import type { Response } from 'express';
 import { replyJson } from '../../json-reply';
-import { closeIfUnread, drainedWithin, stallMsFor } from '../../unread-reply';
+import { endInSlices, stallMsFor, writeInSlices } from '../../unread-reply';
 import { z } from 'zod';
 import { badParam, parseOrThrow } from './validation';
 
@@ -81,6 +81,7 @@ export async function replyEmbeddings(res: Response, model: string, embeddings: 
   let numbers = 0;
   for (const vector of embeddings) numbers += vector.length;
   if (numbers <= PIECEWISE_NUMBERS) return replyJson(res, renderEmbeddings(model, embeddings, encoding, promptTokens));
+  const stallMs = stallMsFor(res);
   res.statusCode = 200;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   // The same text as JSON.stringify(renderEmbeddings(...)), key for key.
@@ -89,13 +90,12 @@ export async function replyEmbeddings(res: Response, model: string, embeddings: 
     const vector = embeddings[index] as number[];
     piece += `${index > 0 ? ',' : ''}${JSON.stringify({ object: 'embedding', index, embedding: encoding === 'base64' ? float32Base64(vector) : vector })}`;
     if ((index + 1) % VECTORS_PER_PIECE !== 0) continue;
-    const keptUp = res.write(piece);
+    // A slice at a time, each once the client took the one before; given up (nothing taken for
+    // SSE_STALL_MS) or gone, the connection and the vectors are let go.
+    const taken = await writeInSlices(res, Buffer.from(piece), stallMs);
     piece = '';
-    const takenOrGone = keptUp ? await new Promise<boolean>((resolve) => setImmediate(resolve, true)) : await drainedWithin(res, stallMsFor(res));
-    // Given up on (nothing taken for SSE_STALL_MS): the connection and the vectors are let go.
-    if (!takenOrGone) res.destroy();
-    if (res.destroyed) return;
+    if (!taken) return;
   }
-  res.end(`${piece}],"model":${JSON.stringify(model)},"usage":${JSON.stringify({ prompt_tokens: promptTokens, total_tokens: promptTokens })}}`);
-  closeIfUnread(res, stallMsFor(res));
+  const end = `${piece}],"model":${JSON.stringify(model)},"usage":${JSON.stringify({ prompt_tokens: promptTokens, total_tokens: promptTokens })}}`;
+  await endInSlices(res, Buffer.from(end), stallMs);
 }
