@@ -16,6 +16,8 @@ export class LineBatch {
   private chars = 0;
   /** A batch was handed to the writer and it has not said `drain` (everything written) since. */
   private writing = false;
+  /** Given up at the end of the process: standard output was not being read. */
+  private abandoned = false;
 
   /** `minChars`: lines are passed on once this many characters wait (about one write per batch). */
   constructor(
@@ -35,26 +37,39 @@ export class LineBatch {
     return true;
   }
 
-  /**
-   * Writes what waits (pino's `logger.flush()` calls this) and calls back once the writer has handed
-   * everything to the system, or after `timeoutMs` (standard output may be blocked). sonic-boom's own
-   * flush calls back at once: the batch it is writing could then be lost by a `process.exit()`.
-   */
-  flush(callback?: (err?: Error) => void, timeoutMs = 2_000): void {
+  /** Writes what waits (pino's `logger.flush()` calls this); the callback does not wait for the writer. */
+  flush(callback?: (err?: Error) => void): void {
     this.pass();
-    if (!callback) return;
-    if (!this.writing) return callback();
+    callback?.();
+  }
+
+  /**
+   * For the end of the process: writes what waits and calls back once the writer has handed
+   * everything to the system (sonic-boom's own flush calls back at once, and a batch still being
+   * written would then be lost by `process.exit()`). If it has not within `timeoutMs`, standard output
+   * is not being read: what is still queued is abandoned, so that neither this batch's exit hand-over
+   * nor sonic-boom's own (a blocking write of up to the whole backlog) holds the process up.
+   */
+  finish(timeoutMs: number, callback: (abandoned: boolean) => void): void {
+    this.pass();
+    if (!this.writing) return callback(false);
     const done = (): void => {
       clearTimeout(timer);
       this.writer.off('drain', done);
-      callback();
+      callback(false);
     };
-    const timer = setTimeout(done, timeoutMs);
+    const timer = setTimeout(() => {
+      this.writer.off('drain', done);
+      this.abandoned = true;
+      this.writer.destroy(); // drops its queue; fd 1 itself stays open
+      callback(true);
+    }, timeoutMs);
     this.writer.once('drain', done);
   }
 
-  /** Writes what waits before returning: for the process's exit. */
+  /** Writes what waits before returning: for the process's exit. Nothing, once abandoned. */
   flushSync(): void {
+    if (this.abandoned) return;
     this.pass();
     this.writer.flushSync();
   }

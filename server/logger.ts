@@ -2,6 +2,7 @@
  * Structured JSON logs (pino) with the request id. Never a secret: no headers, no bodies, no query
  * strings (keys may travel there); only method, path, route label, status, timing and who asked.
  */
+import fs from 'node:fs';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { locals } from './context';
 import { LineBatch } from './log-batch';
@@ -66,7 +67,7 @@ export function createLogger(level: string, destination?: DestinationStream, opt
   // and flushes it at `exit`), so the last lines reach the writer before it is ended.
   process.once('beforeExit', handOver);
   process.once('exit', handOver);
-  const writer = pino.destination({ dest: 1, minLength: 0, sync: false, maxLength: options.maxBacklogBytes ?? LOG_BACKLOG_BYTES });
+  const writer = pino.destination({ dest: standardOutput(), minLength: 0, sync: false, maxLength: options.maxBacklogBytes ?? LOG_BACKLOG_BYTES });
   writer.on('drop', (data: string | Buffer) => {
     droppedBytes += Buffer.byteLength(data);
     if (reporting) warningDropped = true;
@@ -78,7 +79,45 @@ export function createLogger(level: string, destination?: DestinationStream, opt
     batch.flush();
   }, LOG_FLUSH_MS).unref();
   logger = pino(pinoOptions, batch);
+  batches.set(logger, batch);
   return logger;
+}
+
+/**
+ * Where the log is written: standard output, and when that is a pipe (docker's log driver, `| less`)
+ * or a terminal, a non-blocking opening of it of the log's own. sonic-boom writes from libuv's thread
+ * pool; on a blocking descriptor a write to a reader that stopped (a full pipe, a paused terminal)
+ * blocks a pool thread for good, and at exit Node waits for its pool threads: the process could not
+ * end until someone read. Opened anew (/proc/self/fd/1), non-blocking mode is this descriptor's
+ * alone, so other writers to the same output are unaffected; a full pipe then answers EAGAIN, which
+ * sonic-boom retries on a timer. A socket (systemd's journal) cannot be opened anew: there a reader
+ * that stopped still holds the exit up, until it reads or the service manager kills the process.
+ */
+function standardOutput(): number {
+  try {
+    const stat = fs.fstatSync(1);
+    if (!stat.isFIFO() && !stat.isCharacterDevice()) return 1;
+    return fs.openSync('/proc/self/fd/1', fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  } catch {
+    return 1; // no /proc (not Linux), or /dev/null-like: the shared descriptor, as before
+  }
+}
+
+/** Each logger createLogger made, with its batch (for finishLog). */
+const batches = new WeakMap<Logger, LineBatch>();
+
+/**
+ * Before `process.exit()`: waits until the log's last lines are written, at most `timeoutMs`. Past
+ * that, standard output is not being read and what is still queued is given up, so that the exit is
+ * not held up by it; the result says whether anything was.
+ */
+export function finishLog(logger: Logger, timeoutMs = 2_000): Promise<{ abandoned: boolean }> {
+  const batch = batches.get(logger);
+  if (!batch) {
+    logger.flush();
+    return Promise.resolve({ abandoned: false });
+  }
+  return new Promise((resolve) => batch.finish(timeoutMs, (abandoned) => resolve({ abandoned })));
 }
 
 /** One line per request once its reply is finished or cut (an observer of server/edge.ts). */

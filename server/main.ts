@@ -7,7 +7,7 @@ import { prepareEncoders } from '../lib/tokens';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { listen } from './listen';
-import { errorLogger } from './logger';
+import { errorLogger, finishLog } from './logger';
 import { buildServices, closeServices } from './services';
 
 async function main(): Promise<void> {
@@ -36,8 +36,9 @@ async function main(): Promise<void> {
     void running
       .close(config.SHUTDOWN_GRACE_MS)
       .then(() => closeServices(services))
-      // The log's last batch may be mid-write: process.exit() would lose it (bounded wait: stdout may be blocked).
-      .then(() => new Promise<void>((resolve) => logger.flush(() => resolve())))
+      // The log's last batch may be mid-write: process.exit() would lose it. At most 2 s: past that
+      // stdout is not being read, and what it still holds is given up rather than the exit.
+      .then(() => finishLog(logger))
       .then(
         () => process.exit(0),
         (err: unknown) => {

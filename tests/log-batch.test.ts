@@ -4,6 +4,8 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type pino from 'pino';
 import { LineBatch } from '../server/log-batch';
@@ -35,28 +37,34 @@ describe('LineBatch', () => {
     expect(writes).toHaveLength(1);
   });
 
-  test('flush calls back only once the writer has written everything (drain), or after its time-out', () => {
+  test('finish calls back once the writer has written everything (drain); past its time-out it abandons the rest', () => {
     jest.useFakeTimers();
     try {
-      const { writer, writes } = recordingWriter();
+      const { writer, writes, flushes } = recordingWriter();
+      const destroy = jest.fn();
+      Object.assign(writer, { destroy });
       const batch = new LineBatch(writer, 1024);
       const idle = jest.fn();
-      batch.flush(idle);
-      expect(idle).toHaveBeenCalled(); // nothing handed over: nothing to wait for
+      batch.finish(500, idle);
+      expect(idle).toHaveBeenCalledWith(false); // nothing handed over: nothing to wait for
       batch.write('a\n');
       const done = jest.fn();
-      batch.flush(done, 500);
+      batch.finish(500, done);
       expect(writes).toEqual(['a\n']);
       expect(done).not.toHaveBeenCalled();
       (writer as unknown as EventEmitter).emit('drain');
-      expect(done).toHaveBeenCalledTimes(1);
+      expect(done).toHaveBeenCalledWith(false);
       batch.write('b\n');
       const blocked = jest.fn();
-      batch.flush(blocked, 500); // standard output blocked: no drain
+      batch.finish(500, blocked); // standard output not read: no drain
       jest.advanceTimersByTime(499);
       expect(blocked).not.toHaveBeenCalled();
       jest.advanceTimersByTime(1);
-      expect(blocked).toHaveBeenCalledTimes(1);
+      expect(blocked).toHaveBeenCalledWith(true);
+      expect(destroy).toHaveBeenCalled(); // the writer's queue dropped
+      batch.write('c\n');
+      batch.flushSync(); // the exit hand-over: nothing more, no blocking write
+      expect(flushes).toEqual([]);
     } finally {
       jest.useRealTimers();
     }
@@ -87,13 +95,13 @@ function childLog(count: number, ending: 'process.exit' | 'loop ends'): string {
     require.extensions['.ts'] = (m, file) => m._compile(ts.transpileModule(fs.readFileSync(file, 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
     }).outputText, file);
-    const { createLogger } = require(${JSON.stringify(path.join(root, 'server', 'logger.ts'))});
+    const { createLogger, finishLog } = require(${JSON.stringify(path.join(root, 'server', 'logger.ts'))});
     const logger = createLogger('info');
     for (let i = 0; i < ${count}; i++) logger.info({ n: i }, 'line');
     ${
       ending === 'process.exit'
         ? // Written up to here (as the server's shutdown waits), then lines that only wait in the batch at exit.
-          `logger.flush(() => { for (let i = ${count}; i < ${count + 30}; i++) logger.info({ n: i }, 'line'); process.exit(0); });`
+          `finishLog(logger).then(() => { for (let i = ${count}; i < ${count + 30}; i++) logger.info({ n: i }, 'line'); process.exit(0); });`
         : '// nothing keeps the loop alive: beforeExit, then exit'
     }
   `;
@@ -152,5 +160,47 @@ describe('the log when standard output is not read', () => {
     expect(warnings[0]?.level).toBe(40);
     const written = Buffer.byteLength(JSON.stringify(kept[0])) + 1;
     expect(warnings[0]?.droppedBytes).toBeGreaterThanOrEqual((4000 - kept.length) * (written - 10));
+  }, 20_000);
+});
+
+describe('the end of the process when standard output is not read', () => {
+  test('on a pipe (docker, `| less`): finishLog gives up after its time-out and process.exit() ends the process at once', async () => {
+    const root = path.resolve(__dirname, '..');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-fifo-'));
+    const fifo = path.join(dir, 'stdout');
+    execFileSync('mkfifo', [fifo]);
+    // A reader that never reads (opened first, so the child's end can be opened), as a stopped log reader.
+    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const writeEnd = fs.openSync(fifo, 'w');
+    const script = `
+      const fs = require('fs');
+      const ts = require('typescript');
+      require.extensions['.ts'] = (m, file) => m._compile(ts.transpileModule(fs.readFileSync(file, 'utf8'), {
+        compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+      }).outputText, file);
+      const { createLogger, finishLog } = require(${JSON.stringify(path.join(root, 'server', 'logger.ts'))});
+      const logger = createLogger('info');
+      for (let n = 0; n < 2000; n++) logger.info({ n, pad: 'x'.repeat(150) }, 'line'); // ~500 KB: far past the pipe
+      setTimeout(() => finishLog(logger, 500).then(({ abandoned }) => {
+        process.stderr.write('exiting abandoned=' + abandoned + '\\n');
+        process.exit(0); // as the server's shutdown does
+      }), 100);
+    `;
+    const child = spawn(process.execPath, ['-e', script], { cwd: root, stdio: ['ignore', writeEnd, 'pipe'] });
+    fs.closeSync(writeEnd);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      const exited = await new Promise<number | null | 'still running'>((resolve) => {
+        child.once('exit', (code) => resolve(code));
+        setTimeout(() => resolve('still running'), 8_000);
+      });
+      if (exited === 'still running') child.kill('SIGKILL');
+      expect(stderr).toContain('exiting abandoned=true');
+      expect(exited).toBe(0);
+    } finally {
+      fs.closeSync(reader);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }, 20_000);
 });
