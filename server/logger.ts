@@ -10,6 +10,9 @@ import type { ReplyObserver } from './edge';
 
 export type { Logger };
 
+/** Lines are handed to the writer once this many characters wait (about 45 request lines). */
+const LOG_BATCH_CHARS = 12 * 1024;
+
 /** Longest a log line waits in the buffer before it is written. */
 const LOG_FLUSH_MS = 1_000;
 
@@ -67,12 +70,14 @@ export function createLogger(level: string, destination?: DestinationStream, opt
   // and flushes it at `exit`), so the last lines reach the writer before it is ended.
   process.once('beforeExit', handOver);
   process.once('exit', handOver);
-  const writer = pino.destination({ dest: standardOutput(), minLength: 0, sync: false, maxLength: options.maxBacklogBytes ?? LOG_BACKLOG_BYTES });
+  // At least a few batches: a limit below one batch would drop every batch, flowing output or not.
+  const maxLength = Math.max(options.maxBacklogBytes ?? LOG_BACKLOG_BYTES, 4 * LOG_BATCH_CHARS);
+  const writer = pino.destination({ dest: standardOutput(), minLength: 0, sync: false, maxLength });
   writer.on('drop', (data: string | Buffer) => {
     droppedBytes += Buffer.byteLength(data);
     if (reporting) warningDropped = true;
   });
-  const batch = new LineBatch(writer, 12 * 1024);
+  const batch = new LineBatch(writer, LOG_BATCH_CHARS);
   lines = batch;
   setInterval(() => {
     reportDrops();
