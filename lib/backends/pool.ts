@@ -105,6 +105,8 @@ export interface AcquireOptions {
 interface HostState {
   backend: Backend;
   models: BackendModel[];
+  /** `modelKey` of each listed model: whether a host has a model is asked on every request. */
+  modelKeys: Set<string>;
   fetchedAt: number;
   inFlight: number;
   perModel: Map<string, number>;
@@ -163,6 +165,7 @@ export class BackendPool {
     this.hosts = backends.map((backend) => ({
       backend,
       models: [],
+      modelKeys: new Set(),
       fetchedAt: -Infinity,
       inFlight: 0,
       perModel: new Map(),
@@ -520,9 +523,10 @@ export class BackendPool {
       const [version, models] = await Promise.all([host.backend.version(signal), host.backend.listModels(signal)]);
       host.version = version;
       host.models = models;
+      host.modelKeys = new Set(models.map((m) => modelKey(m.name)));
       host.lastError = null;
       host.failures = 0;
-      for (const key of host.failing.keys()) if (!models.some((m) => sameModel(m.name, key))) host.failing.delete(key);
+      for (const key of host.failing.keys()) if (!host.modelKeys.has(key)) host.failing.delete(key);
       if (host.probeTimer) clearTimeout(host.probeTimer);
       host.probeTimer = null;
       this.setState(host, 'up');
@@ -540,7 +544,7 @@ const messageOf = (failure: unknown): string => (failure instanceof Error ? fail
 const STRIKES_FORGOTTEN_AFTER_COOLDOWNS = 10;
 
 function hasModel(host: HostState, model: string): boolean {
-  return host.models.some((m) => sameModel(m.name, model));
+  return host.modelKeys.has(modelKey(model));
 }
 
 function unwrap(wrapped: unknown): { failure: unknown; backend: Backend | undefined } {
