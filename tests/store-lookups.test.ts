@@ -1,11 +1,19 @@
 /**
- * The store keeps keys and models it has read, for speed; a change must still apply at once, whether
- * made through this store or by the admin CLI in another process (another connection on the file).
+ * The store keeps keys, models and balances it has read, for speed; a change must still apply to the
+ * next request, whether made through this store (at once) or by the admin CLI in another process
+ * (another connection on the file).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Store } from '../db/store';
+
+/**
+ * The next request: a new turn of the event loop. The store checks for other connections' changes
+ * once per stretch of synchronous work, so a change made by another connection shows from the next
+ * turn on (a request never arrives in the middle of another's synchronous work).
+ */
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('key and model look-ups', () => {
   let dir: string;
@@ -23,27 +31,31 @@ describe('key and model look-ups', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  test('a key revoked by another connection is refused on the next request', () => {
+  test('a key revoked by another connection is refused on the next request', async () => {
     const key = server.createKey({ name: 'family' });
     expect(server.authenticateApiKey(key.apiKey)?.keyName).toBe('family');
     expect(server.authenticateClient(key.clientKey, key.clientSecret)?.keyName).toBe('family');
     expect(cli.revokeKey(key.clientKey)).toBe(true);
+    await nextTurn();
     expect(server.authenticateApiKey(key.apiKey)).toBeUndefined();
     expect(server.authenticateClient(key.clientKey, key.clientSecret)).toBeUndefined();
   });
 
-  test('limits and models changed by another connection apply at once; a wrong secret is refused even after a hit', () => {
+  test('limits and models changed by another connection apply at once; a wrong secret is refused even after a hit', async () => {
     const key = server.createKey({ name: 'team' });
     expect(server.authenticateApiKey(key.apiKey)?.limits?.key.rpm).toBeNull();
     cli.setKeyLimits(key.clientKey, { rpm: 7 });
+    await nextTurn();
     expect(server.authenticateApiKey(key.apiKey)?.limits?.key.rpm).toBe(7);
     expect(server.authenticateClient(key.clientKey, `${key.clientSecret}x`)).toBeUndefined();
 
     server.setModel({ name: 'house', ollamaModel: 'llama3.2', inputMicroPer1k: 1000 });
     expect(server.getModel('house')?.inputMicroPer1k).toBe(1000);
     cli.setModel({ name: 'house', ollamaModel: 'llama3.2', inputMicroPer1k: 2000 });
+    await nextTurn();
     expect(server.getModel('house')?.inputMicroPer1k).toBe(2000);
     cli.removeModel('house');
+    await nextTurn();
     expect(server.getModel('house')).toBeUndefined();
   });
 
@@ -56,7 +68,7 @@ describe('key and model look-ups', () => {
     expect(server.authenticateApiKey(key.apiKey)).toBeUndefined();
   });
 
-  test('a balance read for reservations follows credits changed by another connection and this store\'s own charges', () => {
+  test('a balance read for reservations follows credits changed by another connection and this store\'s own charges', async () => {
     const key = server.createKey({ name: 'wallet', balanceMicro: 10_000_000 });
     const orgId = key.org.id;
     const usage = { requestId: 'r', route: 'test', principal: null, model: 'm', promptTokens: 1, completionTokens: 1, costMicro: 6_000_000, status: 200, errorCode: null, latencyMs: 1 };
@@ -66,10 +78,12 @@ describe('key and model look-ups', () => {
     server.flush(); // charged: 4 credits left
     expect(server.reserve(orgId, 5_000_000)).toBeUndefined();
     cli.addCredits(orgId, 2_000_000); // another connection: 6 left
+    await nextTurn();
     const second = server.reserve(orgId, 5_000_000);
     expect(second).toBeDefined();
     server.settle(second ?? null, 0, { ...usage, costMicro: 0 });
     cli.setBalance(orgId, 1_000_000);
+    await nextTurn();
     expect(server.reserve(orgId, 2_000_000)).toBeUndefined();
     server.setBalance(orgId, 3_000_000); // this store's own change
     expect(server.reserve(orgId, 2_000_000)).toBeDefined();
