@@ -54,7 +54,7 @@ describe('grouped settlement commits', () => {
 
   test('with a commit window, settlements of several turns share one commit; reads still see them at once', async () => {
     store.close();
-    // Wider than the server's 5 ms, so a loaded test machine cannot close the window between turns.
+    // Wider than one turn, so a loaded test machine cannot close the window between turns.
     const windowMs = 200;
     store = new Store(path.join(dir, 'g.db'), { commitWindowMs: windowMs });
     const key = store.createKey({ name: 'window', balanceMicro: 10_000_000 });
