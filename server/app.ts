@@ -8,9 +8,10 @@ import { ainowErrorFormat, ainowRouter, isAinowPath } from './dialects/ainow';
 import { covalidErrorFormat, covalidRouter, COVALID_PATH } from './dialects/covalid';
 import { envelopeErrorFormat, envelopeRouter, isEnvelopePath } from './dialects/envelope';
 import { openaiErrorFormat } from './dialects/openai/errors';
-import { OPENAI_PREFIX, openaiRouter } from './dialects/openai/router';
+import { OPENAI_PREFIX, openaiRoutes } from './dialects/openai/router';
 import { MODERATIONS_PATH, openaiModerationsRouter } from './dialects/openai-moderations';
 import { plainErrorFormat, type ErrorFormat } from './error-format';
+import type { DirectRoutes } from './dialects/shared';
 import { edge } from './edge';
 import { errorHandler, notFound } from './error-handler';
 import { healthRouter } from './health';
@@ -47,13 +48,14 @@ export function createApp(services: Services, options: AppOptions = {}): Express
   app.set(STALL_MS_SETTING, services.config.SSE_STALL_MS);
   app.use(edge([services.metrics.observeReply, accessLog(services.logger)]));
 
+  const openai = openaiRoutes(services);
   app.use(
-    byPath([
+    byPath(openai.direct, [
       [(key) => key === '/health' || key === '/ready', healthRouter(services)],
       [(key) => key === '/metrics', metricsRouter(services.metrics)],
       // Before the /v1 router, whose catch-all 404 would otherwise answer for /v1/moderations.
       [(key) => key === MODERATIONS_PATH, openaiModerationsRouter(services)],
-      [(key) => key === OPENAI_PREFIX || key.startsWith(`${OPENAI_PREFIX}/`), openaiRouter(services)],
+      [(key) => key === OPENAI_PREFIX || key.startsWith(`${OPENAI_PREFIX}/`), openai.router],
       [isAinowPath, ainowRouter(services)],
       [isEnvelopePath, envelopeRouter(services)],
       [(key) => key === COVALID_PATH, covalidRouter(services)],
@@ -81,15 +83,24 @@ function routeKey(path: string): string {
 type ServedBy = readonly [serves: (key: string) => boolean, router: Router];
 
 /**
- * Enters each router only for the paths it serves, in order: Express would otherwise walk into every
+ * Calls a direct route's handler when there is one for the method and path (the hottest routes, no
+ * router walk); else enters each router only for the paths it serves, in order: Express would otherwise walk into every
  * router, and through each of its layers, for every request. One layer for all of them, so the path
  * is looked at once a request rather than once a router (Express's `next` between layers is a few
  * microseconds each on the hottest path there is). A router that passes the request on (`next()`)
  * hands it to the next router that serves its path, as separate layers did.
  */
-function byPath(routers: readonly ServedBy[]): RequestHandler {
+function byPath(direct: DirectRoutes, routers: readonly ServedBy[]): RequestHandler {
   return (req, res, next) => {
     const key = routeKey(req.path);
+    const handler = direct.get(`${req.method} ${key}`);
+    if (handler) {
+      // As Express's router would have it: the metrics label a reply refused before the route set
+      // its own label (a body that is not JSON) by the route's path.
+      (req as { route?: unknown }).route = { path: key };
+      handler(req, res, next);
+      return;
+    }
     let index = 0;
     const tryNext = (err?: unknown): void => {
       // Express passes an error, or nothing (also for next('router'), which leaves that router).

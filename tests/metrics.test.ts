@@ -42,6 +42,24 @@ describe('GET /metrics', () => {
     expect(text).toContain(`gateway_backend_state{backend="${h.double.url}",state="cooling"} 0`);
     expect(text).toContain('process_cpu_user_seconds_total');
   });
+
+  test('/v1/chat/completions (called without the router walk): labelled by its route, also when refused before auth', async () => {
+    const key = h.createKey();
+    const ok = await postJson(`${h.url}/v1/chat/completions`, { model: 'covalid-1.0', messages: [{ role: 'user', content: 'hi' }] }, { Authorization: `Bearer ${key.apiKey}` });
+    expect(ok.status).toBe(200);
+    const badJson = await fetch(`${h.url}/V1/Chat/Completions/`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{not json' });
+    expect(badJson.status).toBe(400);
+    expect((await badJson.json()) as unknown).toMatchObject({ error: { type: 'invalid_request_error' } });
+    const unauthenticated = await postJson(`${h.url}/v1/chat/completions`, { model: 'covalid-1.0', messages: [{ role: 'user', content: 'hi' }] }, { Authorization: 'Bearer nope' });
+    expect(unauthenticated.status).toBe(401);
+    const wrongMethod = await fetch(`${h.url}/v1/chat/completions`);
+    expect(wrongMethod.status).toBe(404); // other methods still go through the router, to its 404
+    expect((await wrongMethod.json()) as unknown).toMatchObject({ error: { type: 'invalid_request_error' } });
+    const text = await (await fetch(`${h.url}/metrics`)).text();
+    expect(text).toContain('gateway_requests_total{route="openai.chat",status="200",model="covalid-1.0"} 1');
+    expect(text).toContain('gateway_requests_total{route="/v1/chat/completions",status="400",model=""} 1');
+    expect(text).toContain('gateway_requests_total{route="openai.chat",status="401",model=""} 1');
+  });
 });
 
 describe('access log', () => {

@@ -3,13 +3,13 @@
  * embeddings and models. Every route authenticates with the api_key (Bearer, X-API-Key or ?api_key=);
  * errors are OpenAI error objects (see errors.ts; app.ts routes `/v1` paths there).
  */
-import { Router, type Request, type Response } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { CallContext } from '../../../lib/chat';
 import type { ChatRequest } from '../../../lib/types';
 import { authenticateApiKey } from '../../auth';
 import { clientGone, locals } from '../../context';
 import type { Services } from '../../services';
-import { jsonBody } from '../shared';
+import { inOrder, jsonBody, type DirectRoutes } from '../shared';
 import { parseChatBody } from './chat-request';
 import { renderChatCompletion } from './chat-response';
 import { chatChunkRenderer } from './chat-stream';
@@ -20,6 +20,7 @@ import { relayAsSse, type StreamRenderer } from './stream-relay';
 import { replyJson } from '../../json-reply';
 
 export const OPENAI_PREFIX = '/v1';
+const CHAT_PATH = `${OPENAI_PREFIX}/chat/completions`;
 
 
 /** Auth, then the route label and the call context the core needs. */
@@ -30,8 +31,13 @@ function begin(services: Services, req: Request, res: Response, route: string): 
   return { principal, requestId: ctx.requestId, route, signal: clientGone(req, res) };
 }
 
-export function openaiRouter(services: Services): Router {
+/**
+ * The router for every `/v1` route, and the hottest (chat completions) also as a handler app.ts calls
+ * directly, without the router's walk.
+ */
+export function openaiRoutes(services: Services): { router: Router; direct: DirectRoutes } {
   const router = Router();
+  const direct = new Map<string, RequestHandler>();
   const json = jsonBody(services);
   const keepAliveMs = services.config.SSE_KEEP_ALIVE_MS;
   const headerGraceMs = services.config.SSE_HEADER_GRACE_MS;
@@ -57,7 +63,7 @@ export function openaiRouter(services: Services): Router {
     await relayAsSse(res, services.chat.open(call, request), call.signal, renderer(), { keepAliveMs, headerGraceMs, stallMs });
   }
 
-  router.post(`${OPENAI_PREFIX}/chat/completions`, json, async (req, res) => {
+  const chat = async (req: Request, res: Response): Promise<void> => {
     const call = begin(services, req, res, 'openai.chat');
     const { request, stream, includeUsage } = parseChatBody(req.body, services.config.DEFAULT_MODEL);
     const orgId = call.principal.orgId;
@@ -69,7 +75,9 @@ export function openaiRouter(services: Services): Router {
       () => chatChunkRenderer(request.model, includeUsage, orgId),
       (result) => renderChatCompletion(result, request.model, orgId),
     );
-  });
+  };
+  router.post(CHAT_PATH, json, chat);
+  direct.set(`POST ${CHAT_PATH}`, inOrder(json, chat));
 
   router.post(`${OPENAI_PREFIX}/completions`, json, async (req, res) => {
     const call = begin(services, req, res, 'openai.completions');
@@ -105,5 +113,5 @@ export function openaiRouter(services: Services): Router {
     replyJson(res, await retrieveModel(services, id));
   });
 
-  return router;
+  return { router, direct };
 }
