@@ -5,7 +5,7 @@
 import express, { type Express, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { locals } from './context';
 import { ainowErrorFormat, ainowRouter, isAinowPath } from './dialects/ainow';
-import { covalidErrorFormat, covalidRouter, COVALID_PATH } from './dialects/covalid';
+import { covalidErrorFormat, covalidRoutes, COVALID_PATH } from './dialects/covalid';
 import { envelopeErrorFormat, envelopeRouter, isEnvelopePath } from './dialects/envelope';
 import { openaiErrorFormat } from './dialects/openai/errors';
 import { OPENAI_PREFIX, openaiRoutes } from './dialects/openai/router';
@@ -49,8 +49,9 @@ export function createApp(services: Services, options: AppOptions = {}): Express
   app.use(edge([services.metrics.observeReply, accessLog(services.logger)]));
 
   const openai = openaiRoutes(services);
+  const covalid = covalidRoutes(services);
   app.use(
-    byPath(openai.direct, [
+    byPath(new Map([...openai.direct, ...covalid.direct]), [
       [(key) => key === '/health' || key === '/ready', healthRouter(services)],
       [(key) => key === '/metrics', metricsRouter(services.metrics)],
       // Before the /v1 router, whose catch-all 404 would otherwise answer for /v1/moderations.
@@ -58,7 +59,7 @@ export function createApp(services: Services, options: AppOptions = {}): Express
       [(key) => key === OPENAI_PREFIX || key.startsWith(`${OPENAI_PREFIX}/`), openai.router],
       [isAinowPath, ainowRouter(services)],
       [isEnvelopePath, envelopeRouter(services)],
-      [(key) => key === COVALID_PATH, covalidRouter(services)],
+      [(key) => key === COVALID_PATH, covalid.router],
     ]),
   );
 

@@ -9,7 +9,7 @@ import { authenticateClientPair } from '../auth';
 import { clientGone, locals } from '../context';
 import { plainErrorFormat, type ErrorFormat } from '../error-format';
 import type { Services } from '../services';
-import { fieldsOf, jsonBody, refuseOtherMethods } from './shared';
+import { fieldsOf, inOrder, jsonBody, refuseOtherMethods, type DirectRoutes } from './shared';
 import { replyJson } from '../json-reply';
 
 export const COVALID_PATH = '/api/chat.php';
@@ -30,11 +30,12 @@ export function parseCovalidBody(body: unknown, defaultModel: string): ChatReque
   return { model: model ?? defaultModel, input: { kind: 'prompt', prompt }, options: {} };
 }
 
-export function covalidRouter(services: Services): Router {
+/** The route's router (its 405 for other methods), and its POST as a handler app.ts calls directly. */
+export function covalidRoutes(services: Services): { router: Router; direct: DirectRoutes } {
   const router = Router();
   const json = jsonBody(services);
 
-  router.post(COVALID_PATH, json, async (req: Request, res: Response) => {
+  const chat = async (req: Request, res: Response): Promise<void> => {
     const ctx = locals(res);
     ctx.route = 'covalid.chat';
     const principal = authenticateClientPair(services, req, res);
@@ -54,8 +55,8 @@ export function covalidRouter(services: Services): Router {
       completion_tokens: result.usage.completionTokens,
       total_tokens: result.usage.promptTokens + result.usage.completionTokens,
     });
-  });
-
+  };
+  router.post(COVALID_PATH, json, chat);
   refuseOtherMethods(router, { [COVALID_PATH]: 'POST' });
-  return router;
+  return { router, direct: new Map([[`POST ${COVALID_PATH}`, inOrder(json, chat)]]) };
 }
