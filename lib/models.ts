@@ -17,12 +17,23 @@ export class ModelCatalog {
     private readonly pool: BackendPool,
   ) {}
 
-  /** The entry for a public name, or a 404 naming the model. */
+  /**
+   * The entry for a public name, or a 404 naming the model. An Ollama model is known by the name a host
+   * lists it under, whichever spelling the caller used (Ollama takes any case, and no tag for
+   * `:latest`): one name in usage rows and metrics, and an alias that prices a model under its own
+   * Ollama name (`models set qwen3:8b --ollama qwen3:8b`) applies to every spelling of it.
+   */
   async resolve(name: string): Promise<ModelEntry> {
     const configured = this.table.getModel(name);
     if (configured) return configured;
-    if (await this.pool.hasModel(name)) return ollamaOwnModel(name);
-    throw new GatewayError('model_not_found', `The model '${name}' does not exist.`, { param: 'model' });
+    const listed = await this.pool.listedName(name);
+    if (listed === undefined) throw new GatewayError('model_not_found', `The model '${name}' does not exist.`, { param: 'model' });
+    const untagged = listed.endsWith(':latest') ? listed.slice(0, -':latest'.length) : undefined;
+    const alias = this.table.getModel(listed) ?? (untagged === undefined ? undefined : this.table.getModel(untagged));
+    if (alias) return alias;
+    // The host's spelling, with or without `:latest` as the caller wrote it (`LLAMA3.2` → `llama3.2`).
+    const asListed = name.toLowerCase() === listed.toLowerCase();
+    return ollamaOwnModel(asListed || untagged === undefined ? listed : untagged);
   }
 
   /** Every public model: the table's entries, then Ollama's models not shadowed by an alias. */

@@ -26,7 +26,7 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
       name: 'gateway_requests_total',
-      help: 'HTTP requests answered, by route label, status and public model name.',
+      help: 'HTTP requests answered, by route label, status and public model name (in lower case).',
       labelNames: ['route', 'status', 'model'],
       registers,
     });
@@ -112,8 +112,9 @@ export class Metrics {
     const ctx = locals(res);
     const route = ctx.route ?? routeLabel(req);
     const status = String(res.headersSent ? res.statusCode : 499);
-    // A model name the caller made up must not become a label: only admitted requests carry it.
-    const model = ctx.principal && ctx.model && ![400, 403, 404].includes(res.statusCode) ? ctx.model : '';
+    // A model name the caller made up must not become a label: only admitted requests carry it, and in
+    // lower case, as Ollama matches names (`Llama3.2` and `llama3.2` are one model, one series).
+    const model = ctx.principal && ctx.model && ![400, 403, 404].includes(res.statusCode) ? ctx.model.toLowerCase() : '';
     this.requests.inc({ route, status, model });
     this.duration.observe({ route, status }, Number(process.hrtime.bigint() - startedNs) / 1e9);
   };

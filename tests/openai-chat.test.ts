@@ -59,7 +59,7 @@ describe('POST /v1/chat/completions (non-streaming)', () => {
     // Ollama's own names work in any case too (the gateway lists and matches them case-insensitively).
     const own = await client.chat.completions.create({ model: 'LLAMA3.2:Latest', messages: [{ role: 'user', content: 'again' }] });
     expect(own.choices[0]?.message.content).toBe('Echo: again');
-    expect(sent(1).model).toBe('LLAMA3.2:Latest');
+    expect(sent(1).model).toBe('llama3.2:latest'); // in the host's spelling: one name per model
   });
 
   test('raw reply: application/json, x-request-id, all keys present', async () => {

@@ -225,6 +225,20 @@ export class BackendPool {
   }
 
   /**
+   * `model` as a host lists it (`Llama3.2` → `llama3.2:latest`), refreshing stale or missing lists
+   * first; undefined when no host has it. One spelling per model for usage rows, metrics labels and
+   * the model table's aliases, whichever one the caller used.
+   */
+  async listedName(model: string): Promise<string | undefined> {
+    const key = modelKey(model);
+    for (const host of await this.hostsFor(model)) {
+      const listed = host.models.find((m) => modelKey(m.name) === key);
+      if (listed) return listed.name;
+    }
+    return undefined;
+  }
+
+  /**
    * A slot on a host that serves `model`: at once when one is free, else after waiting in the fair
    * queue. 404 when no host has the model, 502 when no host answers at all, 503 when the queue is full.
    */
@@ -423,7 +437,7 @@ export class BackendPool {
     const error = messageOf(failure);
     const at = this.options.now();
     if (earlier) Object.assign(earlier, { error, at, count: earlier.count + 1 });
-    else host.failing.set(key, { model: key, error, at, count: 1, strikes: 0, struckAt: 0 });
+    else host.failing.set(key, { model: host.models.find((m) => modelKey(m.name) === key)?.name ?? model, error, at, count: 1, strikes: 0, struckAt: 0 });
   }
 
   /** The model's failure took the host out: returns how often it has since it was last served there. */
