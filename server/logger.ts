@@ -58,12 +58,24 @@ export function createLogger(level: string, destination?: DestinationStream, opt
     }
     if (warningDropped) droppedBytes += bytes;
   };
+  /** When the exit hand-over began: past EXIT_WRITE_MS of a full pipe, the rest is given up. */
+  let exitingSince: number | null = null;
+  /** A write answered EAGAIN (a full pipe) and waits on sonic-boom's retry timer. */
+  let parked = false;
   const handOver = (): void => {
+    exitingSince ??= Date.now();
     try {
       reportDrops();
+      // The batch's lines first, queued behind whatever the writer holds; then a parked write's text
+      // (the writer's "being written" buffer, which its synchronous flush leaves out while a write
+      // is under way) is marked as not under way, so that the flush writes it first, then the rest.
+      lines?.flush();
+      if (parked) (writer as unknown as SonicBoomInternals)._writing = false;
       lines?.flushSync();
     } catch {
-      // Exiting: there is nowhere left to report a failed write to standard output.
+      // Output still full past EXIT_WRITE_MS, or failing: given up, and the writer closed so that
+      // pino's own exit hand-over does not try again. There is nowhere left to report it.
+      writer.destroy();
     }
   };
   // Registered before pino.destination() installs its own hooks (it ends its writer at `beforeExit`
@@ -72,7 +84,21 @@ export function createLogger(level: string, destination?: DestinationStream, opt
   process.once('exit', handOver);
   // At least a few batches: a limit below one batch would drop every batch, flowing output or not.
   const maxLength = Math.max(options.maxBacklogBytes ?? LOG_BACKLOG_BYTES, 4 * LOG_BATCH_CHARS);
-  const writer = pino.destination({ dest: standardOutput(), minLength: 0, sync: false, maxLength });
+  const writer = pino.destination({
+    dest: standardOutput(),
+    minLength: 0,
+    sync: false,
+    maxLength,
+    // Called on EAGAIN (a full pipe on the non-blocking descriptor): retried on a timer while running;
+    // at exit, for at most EXIT_WRITE_MS of a reader that does not read.
+    retryEAGAIN: () => {
+      parked = true;
+      return exitingSince === null || Date.now() - exitingSince < EXIT_WRITE_MS;
+    },
+  });
+  writer.on('write', () => {
+    parked = false;
+  });
   writer.on('drop', (data: string | Buffer) => {
     droppedBytes += Buffer.byteLength(data);
     if (reporting) warningDropped = true;
@@ -106,6 +132,21 @@ function standardOutput(): number {
   } catch {
     return 1; // no /proc (not Linux), or /dev/null-like: the shared descriptor, as before
   }
+}
+
+/**
+ * How long an exit that did not go through the shutdown (a crash) waits for a full pipe before giving
+ * up the rest: a slow reader gets everything (sonic-boom retries a full pipe every 100 ms, so about
+ * 64 KiB each time), a stopped one holds the exit no longer than this.
+ */
+const EXIT_WRITE_MS = 10_000;
+
+/**
+ * The two fields of sonic-boom's writer the exit hand-over needs (sonic-boom 4; its types leave
+ * them out): `_writing` makes its synchronous flush leave the parked buffer out.
+ */
+interface SonicBoomInternals {
+  _writing: boolean;
 }
 
 /** Each logger createLogger made, with its batch (for finishLog). */

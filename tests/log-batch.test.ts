@@ -204,3 +204,56 @@ describe('the end of the process when standard output is not read', () => {
     }
   }, 20_000);
 });
+
+describe('a crash while standard output is read slowly', () => {
+  test('every line still reaches the pipe, in order and whole (a write parked on a full pipe included)', async () => {
+    const root = path.resolve(__dirname, '..');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-fifo-'));
+    const fifo = path.join(dir, 'stdout');
+    execFileSync('mkfifo', [fifo]);
+    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const writeEnd = fs.openSync(fifo, 'w');
+    const script = `
+      const fs = require('fs');
+      const ts = require('typescript');
+      require.extensions['.ts'] = (m, file) => m._compile(ts.transpileModule(fs.readFileSync(file, 'utf8'), {
+        compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+      }).outputText, file);
+      const { createLogger } = require(${JSON.stringify(path.join(root, 'server', 'logger.ts'))});
+      const logger = createLogger('info');
+      const pad = 'x'.repeat(300);
+      let i = 0;
+      const burst = () => { for (let k = 0; k < 2000; k++) logger.info({ i: i++, pad }, 'line'); };
+      burst();
+      setTimeout(burst, 100);
+      setTimeout(() => { throw new Error('crash'); }, 350); // an uncaught exception: no shutdown, only the exit hand-over
+    `;
+    const child = spawn(process.execPath, ['-e', script], { cwd: root, stdio: ['ignore', writeEnd, 'ignore'] });
+    fs.closeSync(writeEnd);
+    try {
+      // A slow reader: nothing for 1 s (the pipe fills, writes are parked), then everything.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const chunks: Buffer[] = [];
+      let exited = false;
+      child.once('exit', () => (exited = true));
+      const buffer = Buffer.alloc(64 * 1024);
+      for (const started = Date.now(); Date.now() - started < 15_000; ) {
+        let n = 0;
+        try {
+          n = fs.readSync(reader, buffer);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+        }
+        if (n > 0) chunks.push(Buffer.from(buffer.subarray(0, n)));
+        else if (exited) break;
+        else await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const lines = Buffer.concat(chunks).toString('utf8').trim().split('\n');
+      const numbers = lines.map((line) => (JSON.parse(line) as { i: number }).i);
+      expect(numbers).toEqual(Array.from({ length: 4000 }, (_, i) => i));
+    } finally {
+      fs.closeSync(reader);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
