@@ -314,7 +314,7 @@ export const COMMANDS: Command[] = [
       const maxOutputTokens = maxOutput === undefined ? null : positiveInteger(String(maxOutput), '--max-output-tokens', MAX_OUTPUT_TOKENS);
       const imageTokensValue = ctx.values['image-tokens'];
       // 0 is allowed: a model that takes no images, or one whose images the operator does not charge for.
-      const imageTokens = imageTokensValue === undefined ? null : imageTokensValue === '0' ? 0 : positiveInteger(String(imageTokensValue), '--image-tokens', MAX_IMAGE_TOKENS);
+      const imageTokens = imageTokensValue === undefined ? null : /^0+$/.test(String(imageTokensValue)) ? 0 : positiveInteger(String(imageTokensValue), '--image-tokens', MAX_IMAGE_TOKENS);
       const tokenizer = ctx.values.tokenizer;
       if (tokenizer !== undefined && !isKnownEncoding(String(tokenizer))) throw new UsageError(`unknown --tokenizer "${String(tokenizer)}"`);
       const model = ctx.store.setModel({
