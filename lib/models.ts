@@ -3,7 +3,7 @@
  * names at price zero.
  */
 import { GatewayError } from './errors';
-import type { BackendPool } from './backends/pool';
+import { sameModel, type BackendPool } from './backends/pool';
 import type { ModelEntry } from './types';
 
 export interface ModelTable {
@@ -28,10 +28,12 @@ export class ModelCatalog {
     if (configured) return configured;
     const listed = await this.pool.listedName(name);
     if (listed === undefined) throw new GatewayError('model_not_found', `The model '${name}' does not exist.`, { param: 'model' });
-    const untagged = listed.endsWith(':latest') ? listed.slice(0, -':latest'.length) : undefined;
-    const alias = this.table.getModel(listed) ?? (untagged === undefined ? undefined : this.table.getModel(untagged));
+    // An alias that prices this very model under the model's own name, in any spelling: it applies.
+    // (Not one that only shares the name: `llama3.2 → qwen3:8b` does not capture `llama3.2:latest`.)
+    const alias = this.table.listModels().find((m) => sameModel(m.name, listed) && sameModel(m.ollamaModel, listed));
     if (alias) return alias;
     // The host's spelling, with or without `:latest` as the caller wrote it (`LLAMA3.2` → `llama3.2`).
+    const untagged = listed.endsWith(':latest') ? listed.slice(0, -':latest'.length) : undefined;
     const asListed = name.toLowerCase() === listed.toLowerCase();
     return ollamaOwnModel(asListed || untagged === undefined ? listed : untagged);
   }
@@ -43,7 +45,8 @@ export class ModelCatalog {
     let own: Array<ModelEntry & { createdAt?: string }> = [];
     try {
       own = (await this.pool.models())
-        .filter((m) => !names.has(m.name))
+        // Not listed under its own name when a name shadows it, or an alias prices it under that name.
+        .filter((m) => !names.has(m.name) && !configured.some((a) => sameModel(a.name, m.name) && sameModel(a.ollamaModel, m.name)))
         .map((m) => ({ ...ollamaOwnModel(m.name, m.capabilities), createdAt: m.modifiedAt }));
     } catch {
       // Listing still works with Ollama down: the aliases are the gateway's own data.

@@ -8,6 +8,7 @@ import { BackendPool } from '../lib/backends/pool';
 import type { Backend } from '../lib/backends/types';
 import { GatewayError } from '../lib/errors';
 import { startHarness, postJson, type Harness } from './support/harness';
+import { startOllamaDouble } from './support/ollama-double';
 
 jest.setTimeout(30_000);
 
@@ -58,6 +59,73 @@ describe('model names in any spelling', () => {
       const after = balance();
       expect({ model, charged: after < before }).toEqual({ model, charged: true });
       before = after;
+    }
+  });
+});
+
+describe('priced aliases and listings, whatever the spelling (review)', () => {
+  const ask = (g: Harness, key: { apiKey: string }, model: string) =>
+    postJson(`${g.url}/v1/chat/completions`, { model, messages: [{ role: 'user', content: 'hi' }] }, { Authorization: `Bearer ${key.apiKey}` });
+  const balance = (g: Harness, orgId: string) => {
+    g.store.flush();
+    return g.store.getOrg(orgId)?.balanceMicro as number;
+  };
+
+  test('two hosts listing one model in different cases: the priced alias applies, whichever host is asked first', async () => {
+    const a = await startOllamaDouble({ models: [{ name: 'Qwen3:8b', family: 'qwen3' }] });
+    const b = await startOllamaDouble({ models: [{ name: 'qwen3:8b', family: 'qwen3' }] });
+    const g = await startHarness({ doubles: [a, b] });
+    try {
+      g.store.setModel({ name: 'qwen3:8b', ollamaModel: 'qwen3:8b', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+      const key = g.createKey('two-hosts', 100);
+      const before = balance(g, key.org.id);
+      expect((await ask(g, key, 'QWEN3:8B')).status).toBe(200);
+      expect(balance(g, key.org.id)).toBeLessThan(before);
+    } finally {
+      await g.close();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  test("an alias whose name differs from its model's only in case prices every spelling", async () => {
+    const g = await startHarness();
+    try {
+      g.store.setModel({ name: 'Llama3.2', ollamaModel: 'llama3.2', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+      const key = g.createKey('case-alias', 100);
+      const before = balance(g, key.org.id);
+      expect((await ask(g, key, 'llama3.2')).status).toBe(200);
+      expect(balance(g, key.org.id)).toBeLessThan(before);
+    } finally {
+      await g.close();
+    }
+  });
+
+  test('an alias that only shares a name does not capture the Ollama model (nor its allow-list)', async () => {
+    const g = await startHarness();
+    try {
+      g.store.setModel({ name: 'llama3.2', ollamaModel: 'qwen3:8b', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+      const key = g.createKey('allow', 100);
+      g.store.setKeyLimits(key.clientKey, { allowedModels: ['llama3.2:latest'] });
+      expect((await ask(g, key, 'llama3.2')).status).toBe(403); // the alias: not allowed
+      const own = await ask(g, key, 'llama3.2:latest'); // Ollama's own llama3.2, allowed and free
+      expect(own.status).toBe(200);
+      expect(g.double.generations().at(-1)?.body?.model).toBe('llama3.2:latest');
+    } finally {
+      await g.close();
+    }
+  });
+
+  test('ai-now /models does not list a model as free under a name it is billed at', async () => {
+    const g = await startHarness();
+    try {
+      g.store.setModel({ name: 'llama-guard3', ollamaModel: 'llama-guard3', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+      const key = g.createKey('lister', 100);
+      const list = (await (await fetch(`${g.url}/models`, { headers: { Authorization: `Bearer ${key.apiKey}` } })).json()) as { data: Array<{ id: string; inputCost: number }> };
+      expect(list.data.find((m) => m.id === 'llama-guard3:latest')).toBeUndefined();
+      expect(list.data.find((m) => m.id === 'llama-guard3')?.inputCost).toBeGreaterThan(0);
+      expect(list.data.find((m) => m.id === 'llama3.2:latest')?.inputCost).toBe(0); // an unpriced Ollama model is still listed
+    } finally {
+      await g.close();
     }
   });
 });
