@@ -93,6 +93,10 @@ export function createLogger(level: string, destination?: DestinationStream, opt
     // at exit, for at most EXIT_WRITE_MS of a reader that does not read.
     retryEAGAIN: () => {
       parked = true;
+      // sonic-boom sends the retry from a timer of the same length set just after this one: this
+      // fires first, so the buffer counts as parked exactly until its retry is under way (the exit
+      // hand-over must not write it a second time while that write is in flight).
+      if (exitingSince === null) setTimeout(() => (parked = false), SONIC_BOOM_RETRY_MS).unref();
       return exitingSince === null || Date.now() - exitingSince < EXIT_WRITE_MS;
     },
   });
@@ -133,6 +137,9 @@ function standardOutput(): number {
     return 1; // no /proc (not Linux), or /dev/null-like: the shared descriptor, as before
   }
 }
+
+/** sonic-boom's wait before it retries a write answered EAGAIN (its BUSY_WRITE_TIMEOUT, not exported). */
+const SONIC_BOOM_RETRY_MS = 100;
 
 /**
  * How long an exit that did not go through the shutdown (a crash) waits for a full pipe before giving
