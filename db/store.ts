@@ -396,8 +396,12 @@ export class Store {
     return row ? toModelEntry(row) : undefined;
   }
 
-  listModels(): ModelEntry[] {
-    return this.stmts.listModels.all().map(toModelEntry);
+  /**
+   * The model table, kept like single look-ups (requests for an Ollama model under its own name look
+   * for an alias of it here). Read-only to callers: the same array is handed out until a change.
+   */
+  listModels(): readonly ModelEntry[] {
+    return this.lookups.get('models:all', () => this.stmts.listModels.all().map(toModelEntry)) ?? [];
   }
 
   setModel(input: ModelInput): ModelEntry {

@@ -8,7 +8,7 @@ import type { ModelEntry } from './types';
 
 export interface ModelTable {
   getModel(name: string): ModelEntry | undefined;
-  listModels(): ModelEntry[];
+  listModels(): readonly ModelEntry[];
 }
 
 export class ModelCatalog {

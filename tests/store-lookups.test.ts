@@ -54,9 +54,14 @@ describe('key and model look-ups', () => {
     cli.setModel({ name: 'house', ollamaModel: 'llama3.2', inputMicroPer1k: 2000 });
     await nextTurn();
     expect(server.getModel('house')?.inputMicroPer1k).toBe(2000);
+    expect(server.listModels().find((m) => m.name === 'house')?.inputMicroPer1k).toBe(2000);
     cli.removeModel('house');
     await nextTurn();
     expect(server.getModel('house')).toBeUndefined();
+    expect(server.listModels().find((m) => m.name === 'house')).toBeUndefined();
+    cli.setModel({ name: 'house', ollamaModel: 'llama3.2', inputMicroPer1k: 3000 });
+    await nextTurn();
+    expect(server.listModels().find((m) => m.name === 'house')?.inputMicroPer1k).toBe(3000);
   });
 
   test("this store's own changes apply at once too (they do not move data_version)", () => {
