@@ -15,7 +15,8 @@ export function replyJson(res: Response, value: unknown, status = 200): void {
     // client that reads slowly gets all of it and one that never reads does not hold it for ever.
     const data = Buffer.from(body);
     res.setHeader('Content-Length', data.length);
-    void endInSlices(res, data, stallMsFor(res));
+    // Nothing in it rejects; were it ever to, the connection is closed rather than the process taken down.
+    endInSlices(res, data, stallMsFor(res)).catch(() => res.destroy());
     return;
   }
   res.setHeader('Content-Length', Buffer.byteLength(body));
