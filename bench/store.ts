@@ -10,16 +10,18 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Store, type UsageRecord } from '../db/store';
+import { SERVER_STORE_OPTIONS, Store, type UsageRecord } from '../db/store';
 import { allotmentChecks } from '../lib/limits/allotments';
 import type { Principal } from '../lib/types';
 
 const N = Number(process.env.STORE_N ?? 20_000);
 const ROUNDS = Number(process.env.STORE_ROUNDS ?? 5);
 const COMMIT_EVERY = 50;
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gateway-store-bench-'));
-const store = new Store(path.join(dir, 'gateway.db'));
+// As the server opens it (its commit window), so a turn boundary does not commit on its own.
+const store = new Store(path.join(dir, 'gateway.db'), SERVER_STORE_OPTIONS);
 
 async function main(): Promise<void> {
   const key = store.createKey({ name: 'bench', balanceMicro: 1e15 });
@@ -30,10 +32,12 @@ async function main(): Promise<void> {
   const round = async (n: number): Promise<number> => {
     const started = process.hrtime.bigint();
     for (let i = 0; i < n; i++) {
-      // Each request in a turn of its own, as in the server (the store checks other connections'
-      // changes once a turn): a microtask boundary ends it.
-      await Promise.resolve();
+      // Each request in a turn of the event loop of its own, as at one connection in the server (the
+      // store checks other connections' changes once a turn), with the server's await between auth
+      // and admission (a microtask, the same turn).
+      await nextTurn();
       const principal = store.authenticateClient(key.clientKey, key.clientSecret) as Principal;
+      await Promise.resolve();
       const reservation = store.reserve(principal.orgId, 1_000, allotmentChecks(principal, Date.now())) ?? null;
       store.settle(reservation, 70, usage(principal));
       if (i % COMMIT_EVERY === COMMIT_EVERY - 1) store.flush();

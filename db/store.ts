@@ -784,8 +784,8 @@ function isLocked(err: unknown): boolean {
 
 /**
  * Rows every request reads (its key, its model), kept until the database changes. Changes by another
- * connection — the admin CLI in its own process — show in `PRAGMA data_version`, checked on every
- * read (a few microseconds against the tens a join costs); this store's own key and model writes
+ * connection — the admin CLI in its own process — show in `PRAGMA data_version`, checked once a
+ * turn of the event loop (a few microseconds against the tens a join costs); this store's own key and model writes
  * clear the cache themselves, since data_version does not count a connection's own commits. Only
  * hits are kept, so made-up keys cannot grow it; it is bounded all the same.
  */
@@ -805,12 +805,13 @@ class LookupCache {
 
   get<T>(key: string, read: () => T | undefined): T | undefined {
     if (!this.checkedThisTurn) {
-      // Once per stretch of synchronous work: a request's key, model and balance are read in one,
-      // and each check is a read transaction (SQLite's file locks, ~3 µs). Another connection's
-      // commit seen a few microseconds later is the same as one made a few microseconds later;
-      // the next request, a new turn of the event loop, always checks again.
+      // Once per turn of the event loop: a request's key, model and balance are read in one (its
+      // await between auth and admission is a microtask, not a turn), and each check is a read
+      // transaction (SQLite's file locks, 8-10 µs in the profile). Another connection's commit seen
+      // a turn later is the same as one made a turn later — our own commits wait up to 20 ms — and
+      // a request arriving after it, read from its socket in a later turn, always checks again.
       this.checkedThisTurn = true;
-      queueMicrotask(this.turnEnded);
+      setImmediate(this.turnEnded);
       const version = this.dataVersion.get() as number;
       if (version !== this.seenVersion) {
         this.entries.clear();

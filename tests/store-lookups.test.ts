@@ -10,8 +10,8 @@ import { Store } from '../db/store';
 
 /**
  * The next request: a new turn of the event loop. The store checks for other connections' changes
- * once per stretch of synchronous work, so a change made by another connection shows from the next
- * turn on (a request never arrives in the middle of another's synchronous work).
+ * once a turn, so a change made by another connection shows from the next turn on (a request is read
+ * from its socket in a turn of its own, after the one in which the change was seen to commit).
  */
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 
