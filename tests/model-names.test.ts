@@ -87,6 +87,25 @@ describe('priced aliases and listings, whatever the spelling (review)', () => {
     }
   });
 
+  test('two hosts listing one model in different cases: listed once, in the first host\'s spelling', async () => {
+    const a = await startOllamaDouble({ models: [{ name: 'Qwen3:8b', family: 'qwen3' }, { name: 'phi4:latest', family: 'phi3' }] });
+    const b = await startOllamaDouble({ models: [{ name: 'qwen3:8b', family: 'qwen3' }, { name: 'PHI4:latest', family: 'phi3' }] });
+    const g = await startHarness({ doubles: [a, b] });
+    try {
+      const key = g.createKey('lister');
+      const res = await fetch(`${g.url}/v1/models`, { headers: { Authorization: `Bearer ${key.apiKey}` } });
+      expect(res.status).toBe(200);
+      const ids = ((await res.json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+      expect(ids.filter((id) => /^qwen3:8b$/i.test(id))).toEqual(['Qwen3:8b']);
+      expect(ids.filter((id) => /^phi4(:latest)?$/i.test(id))).toEqual(['phi4:latest']);
+      const ainow = (await (await fetch(`${g.url}/models`, { headers: { Authorization: `Bearer ${key.apiKey}` } })).json()) as { data: Array<{ id: string }> };
+      expect(ainow.data.filter((m) => /^qwen3:8b$/i.test(m.id)).map((m) => m.id)).toEqual(['Qwen3:8b']);
+    } finally {
+      await g.close();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   test("an alias whose name differs from its model's only in case prices every spelling", async () => {
     const g = await startHarness();
     try {

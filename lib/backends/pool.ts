@@ -211,11 +211,18 @@ export class BackendPool {
     return this.hosts.some((h) => h.state === 'up' && h.lastError === null);
   }
 
-  /** Every model any host has, once per name. */
+  /** Every model any host has, once per model. */
   async models(): Promise<BackendModel[]> {
     await this.refreshAll(false);
+    // One entry per model, as requests resolve names: hosts may list it in different cases (a pull
+    // of `Qwen3:8b` here, `qwen3:8b` there). The first host's spelling is the one shown.
     const seen = new Map<string, BackendModel>();
-    for (const host of this.hosts) for (const m of host.models) if (!seen.has(m.name)) seen.set(m.name, m);
+    for (const host of this.hosts) {
+      for (const m of host.models) {
+        const key = modelKey(m.name);
+        if (!seen.has(key)) seen.set(key, m);
+      }
+    }
     return [...seen.values()];
   }
 
