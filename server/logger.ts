@@ -175,7 +175,7 @@ export function finishLog(logger: Logger, timeoutMs = 2_000): Promise<{ abandone
 
 /** One line per request once its reply is finished or cut (an observer of server/edge.ts). */
 export function accessLog(logger: Logger): ReplyObserver {
-  return (req, res) => {
+  return (req, res, startedNs, endedNs) => {
     const ctx = locals(res);
     const status = res.headersSent ? res.statusCode : 499;
     const fields: Record<string, unknown> = {
@@ -183,7 +183,7 @@ export function accessLog(logger: Logger): ReplyObserver {
       method: req.method,
       path: req.path,
       status,
-      ms: Date.now() - ctx.startedAt,
+      ms: Math.round(Number(endedNs - startedNs) / 1e6),
     };
     if (ctx.route) fields.route = ctx.route;
     if (ctx.model) fields.model = ctx.model;

@@ -108,7 +108,7 @@ export class Metrics {
   };
 
   /** Counts and times every reply once it is finished or cut (an observer of server/edge.ts). */
-  readonly observeReply: ReplyObserver = (req, res, startedNs) => {
+  readonly observeReply: ReplyObserver = (req, res, startedNs, endedNs) => {
     const ctx = locals(res);
     const route = ctx.route ?? routeLabel(req);
     const status = String(res.headersSent ? res.statusCode : 499);
@@ -116,7 +116,7 @@ export class Metrics {
     // lower case, as Ollama matches names (`Llama3.2` and `llama3.2` are one model, one series).
     const model = ctx.principal && ctx.model && ![400, 403, 404].includes(res.statusCode) ? ctx.model.toLowerCase() : '';
     this.requests.inc({ route, status, model });
-    this.duration.observe({ route, status }, Number(process.hrtime.bigint() - startedNs) / 1e9);
+    this.duration.observe({ route, status }, Number(endedNs - startedNs) / 1e9);
   };
 }
 

@@ -62,6 +62,43 @@ describe('GET /metrics', () => {
   });
 });
 
+describe('reply observers', () => {
+  test("run after the turn's other work, with the time the reply ended", async () => {
+    const order: string[] = [];
+    let observed: { startedNs: bigint; endedNs: bigint; calledNs: bigint } | undefined;
+    const app = express();
+    app.use(
+      edge([
+        (_req, _res, startedNs, endedNs) => {
+          order.push('observer');
+          observed = { startedNs, endedNs, calledNs: process.hrtime.bigint() };
+        },
+      ]),
+    );
+    app.get('/slow-turn', (_req, res) => {
+      // What else the turn that ends this reply does (relaying other streams' tokens): 30 ms of it.
+      res.on('close', () => {
+        order.push('rest of the turn');
+        const until = Date.now() + 30;
+        while (Date.now() < until);
+      });
+      res.json({ ok: true });
+    });
+    const server = await listen(app, '127.0.0.1', 0);
+    try {
+      expect((await fetch(`${server.url}/slow-turn`)).status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      await server.close(100);
+    }
+    expect(order).toEqual(['rest of the turn', 'observer']);
+    const { startedNs, endedNs, calledNs } = observed as NonNullable<typeof observed>;
+    // The duration observed is the reply's, not the wait for the turn's end.
+    expect(endedNs).toBeGreaterThan(startedNs);
+    expect(calledNs - endedNs).toBeGreaterThanOrEqual(25_000_000n);
+  });
+});
+
 describe('access log', () => {
   test('one JSON line per request with its id, status and timing; no headers, body or query', async () => {
     const lines: string[] = [];
