@@ -6,7 +6,8 @@
  * this process only generates load. Figures go to stdout and bench/RESULTS.md.
  *
  * Options (environment): BENCH_N (requests per run at 1 connection, default 2000),
- * BENCH_N64 (at 64 connections, default 6000), BENCH_ROUNDS (throughput rounds, default 3), BENCH_STREAMS (concurrent streams, default 500),
+ * BENCH_N64 (at 64 connections, default 6000), BENCH_ROUNDS (throughput rounds, default 3), BENCH_WARMUP (requests
+ * each target gets before the rounds, default 5000), BENCH_STREAMS (concurrent streams, default 500),
  * BENCH_STREAM_DELAYS_MS (token paces for the many-streams runs, default `100,20`: 100 ms is ten tokens
  * a second per stream, already 5,000 tokens/s across 500 streams — more than one GPU box serves that
  * many at once; 20 ms is a stress run that saturates these 2 cores even without the gateway).
@@ -24,6 +25,15 @@ const N64 = Number(process.env.BENCH_N64 ?? 6000);
  * of two runs minutes apart measured the drift as much as the gateway.
  */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/**
+ * Requests every target gets at one connection before the rounds. V8 optimises the gateway's code
+ * (many more functions than the proxy's) over its first few thousand requests: measured 500 at a
+ * time from a fresh start, the added latency falls from ~0.95 ms to ~0.55 by 3,000 and levels off by
+ * 5,000 (bench/README.md, eighth session). The rounds measure a gateway that has been running; the
+ * first 2,000 requests after a start are measured on their own, before this warm-up ("cold").
+ */
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 5000);
+const COLD_N = 2000;
 const STREAMS = Number(process.env.BENCH_STREAMS ?? 500);
 const STREAM_DELAYS = (process.env.BENCH_STREAM_DELAYS_MS ?? '100,20').split(',').map(Number);
 const STREAM_TOKENS = 50;
@@ -61,6 +71,15 @@ async function main(): Promise<void> {
     console.log(`${name.padEnd(34)} c=${String(conns).padStart(3)}  ${stats.rps.toFixed(0).padStart(6)} req/s  mean ${stats.meanMs.toFixed(3)} ms  p50 ${stats.p50Ms.toFixed(3)}  p99 ${stats.p99Ms.toFixed(3)}  errors ${stats.errors}`);
     return stats;
   };
+
+  // A fresh gateway's first requests, before V8 has optimised its code: shown, not taken as its cost.
+  const coldDirect = await run(nativeChat(double.url, false), 1, COLD_N);
+  const coldGateway = await run(openai(false), 1, COLD_N);
+  const cold = { addedMs: coldGateway.meanMs - coldDirect.meanMs, gatewayMs: coldGateway.meanMs };
+  console.log(`cold: the gateway's first ${COLD_N} requests, mean ${cold.gatewayMs.toFixed(3)} ms, ${cold.addedMs.toFixed(3)} ms over direct`);
+  const targets = [nativeChat(double.url, false), nativeChat(proxy.url, false), openai(false), nativeGenerate(double.url), covalid];
+  for (const target of targets) await run(target, 1, WARMUP);
+  for (const target of [nativeChat(double.url, true), nativeChat(proxy.url, true), openai(true)]) await run(target, 1, WARMUP, true);
 
   for (let round = 0; round < ROUNDS; round++) {
     for (const conns of [1, 64]) {
@@ -103,7 +122,7 @@ async function main(): Promise<void> {
     );
   }
 
-  const report = render(rows, many, memory);
+  const report = render(rows, many, memory, cold);
   console.log(`\n${report}`);
   fs.writeFileSync(path.join(root, 'bench', 'RESULTS.md'), report);
   killChildren();
@@ -117,7 +136,7 @@ interface ManyStreams {
   gateway: RunStats;
 }
 
-function render(rows: Array<{ name: string; conns: number; stats: RunStats; all: RunStats[] }>, many: ManyStreams[], memoryMb: number): string {
+function render(rows: Array<{ name: string; conns: number; stats: RunStats; all: RunStats[] }>, many: ManyStreams[], memoryMb: number, cold: { addedMs: number; gatewayMs: number }): string {
   const each = (name: string, conns: number) => rows.find((r) => r.name === name && r.conns === conns)?.all ?? [];
   /** A figure taken round by round (both runs of a round share the machine's phase): median, then each round. */
   const perRound = (values: number[], d: number) => {
@@ -145,6 +164,7 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats; all:
     `|---|---|---|`,
     `| added mean latency, /v1/chat/completions non-stream, 1 conn (vs direct) | ${added('gateway /v1/chat/completions', 'direct /api/chat (non-stream)')} ms | ≤ 0.5 ms |`,
     `| added mean latency, /api/chat.php, 1 conn (vs direct /api/generate) | ${added('gateway /api/chat.php', 'direct /api/generate (non-stream)')} ms | ≤ 0.5 ms |`,
+    `| the same, over a fresh gateway's first ${COLD_N} requests (before the warm-up; not a round) | ${f(cold.addedMs)} ms | |`,
     `| added mean latency, stream, 1 conn (vs direct) | ${added('gateway /v1/chat/completions stream', 'direct /api/chat (stream)')} ms | |`,
     `| req/s at 64 conns, non-stream, gateway ÷ minimal proxy | ${ratio('gateway /v1/chat/completions', 'proxy /api/chat (non-stream)')} | ≥ 0.6 |`,
     `| req/s at 64 conns, stream, gateway ÷ minimal proxy | ${ratio('gateway /v1/chat/completions stream', 'proxy /api/chat (stream)')} | ≥ 0.6 |`,
@@ -171,6 +191,8 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats; all:
     'with the time it wrote it (the monotonic clock every process shares), so each token\'s transit to the',
     'client is measured: direct, it is what the machine itself takes; the proxy and the gateway add a hop.',
     'Gaps between data are also shown, but they include the double\'s own pace under load.',
+    `Before the rounds every target had ${WARMUP} requests at one connection: V8 optimises the gateway's code over`,
+    'its first few thousand requests, and the rounds measure one that has been running (its first ones are shown apart).',
     `The throughput runs were made in ${ROUNDS} rounds, every target once a round; the ratios and added latencies`,
     'are taken round by round (the two runs compared share the machine\'s phase) and the median shown with each',
     'round\'s figure; the table below has each run\'s median round.',
