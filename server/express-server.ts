@@ -8,33 +8,35 @@
  * plain `node:http` server from 0.39 to 0.76 ms of CPU per request and from 1.14 to 0.86 × the proxy's
  * throughput. Node lets a server choose the classes it builds requests and responses from; built
  * from these, each object already has the prototype Express sets, so Express's call changes nothing.
+ *
+ * They are subclasses of Node's, made the app's prototypes: `app.request` becomes the subclass's
+ * prototype, which inherits from what `app.request` was (Express's methods, `req.app`), which
+ * inherits from Node's. A subclass, rather than a function calling Node's constructor on `this`,
+ * because V8 sizes an object's in-object property space from its constructor: a function with no
+ * `this.x =` of its own got almost none, so a response overflowed into a dictionary (a hash table)
+ * within Node's own constructor and a request within Express's first touch, and every property
+ * access on them was a hash lookup (bench/README.md, eighth session). A subclass is sized from
+ * Node's constructor, as `new ServerResponse()` is. tests/express-server.test.ts checks both.
  */
 import http from 'node:http';
-import type { Socket } from 'node:net';
 import type { Express } from 'express';
 
-/** What Node calls with `new` to build each request and response. */
-type Constructor<T, A extends unknown[]> = new (...args: A) => T;
-
 export function createExpressServer(app: Express): http.Server {
-  // Node's IncomingMessage and ServerResponse are plain constructor functions (not classes), so a
-  // function constructor can run them on `this` and take the app's object as its prototype.
-  // Reflect.apply bridges their class-typed declarations to that call. (Reflect.construct with the
-  // app's constructor as new.target would survive Node turning them into classes, but measured much
-  // slower: 741–948 against 1,097–1,155 req/s. If Node ever does, every test fails at once.)
-  function AppRequest(this: http.IncomingMessage, socket: Socket): void {
-    Reflect.apply(http.IncomingMessage, this, [socket]);
+  class AppRequest extends http.IncomingMessage {}
+  Object.setPrototypeOf(AppRequest.prototype, app.request);
+  app.request = AppRequest.prototype as Express['request'];
+
+  // Generic as Node's is, so the server's type stays `http.Server`.
+  class AppResponse<Request extends http.IncomingMessage = http.IncomingMessage> extends http.ServerResponse<Request> {
+    /**
+     * Express makes `res.locals` with `Object.create(null)`, an object V8 keeps as a dictionary; the
+     * gateway writes a request's context there on every request (server/context.ts). Set here, a
+     * plain object, Express keeps it.
+     */
+    locals: Record<string, unknown> = {};
   }
-  AppRequest.prototype = app.request;
-  function AppResponse(this: http.ServerResponse, req: http.IncomingMessage, options?: unknown): void {
-    Reflect.apply(http.ServerResponse, this, [req, options]);
-  }
-  AppResponse.prototype = app.response;
-  return http.createServer(
-    {
-      IncomingMessage: AppRequest as unknown as Constructor<http.IncomingMessage, [Socket]> as typeof http.IncomingMessage,
-      ServerResponse: AppResponse as unknown as Constructor<http.ServerResponse, [http.IncomingMessage]> as typeof http.ServerResponse,
-    },
-    app,
-  );
+  Object.setPrototypeOf(AppResponse.prototype, app.response);
+  app.response = AppResponse.prototype as unknown as Express['response'];
+
+  return http.createServer({ IncomingMessage: AppRequest, ServerResponse: AppResponse }, app);
 }
