@@ -13,6 +13,7 @@ import type { BackendChunk } from './backends/types';
 import { GatewayError, toGatewayError } from './errors';
 import { reserveEstimate, type Metering, type Tab } from './metering';
 import type { ModelCatalog } from './models';
+import { FlatText } from './flat-text';
 import { countInputTokens, countTokens } from './tokens';
 import type { ChatEvent, ChatRequest, ChatResult, FinishReason, ModelCategory, ModelEntry, Principal, ToolCall, Usage } from './types';
 
@@ -168,7 +169,7 @@ export class ChatService {
  */
 class RelayedAnswer implements ChatEvents {
   private readonly encoding: string | undefined;
-  private relayedText = '';
+  private readonly relayedText = new FlatText();
   private firstTokenAt: number | null = null;
   /** The slot is freed and the tab settled (or being settled): nothing more is billed. */
   private ended = false;
@@ -211,9 +212,10 @@ class RelayedAnswer implements ChatEvents {
     for (const chunk of batch) {
       if (chunk.content || chunk.thinking || chunk.toolCalls.length) {
         this.firstTokenAt ??= this.now();
-        this.relayedText += chunk.content + chunk.thinking;
+        this.relayedText.add(chunk.content);
+        this.relayedText.add(chunk.thinking);
         // A tool call is generated text too: the client has it, so it is billed with the rest.
-        for (const call of chunk.toolCalls) this.relayedText += call.name + JSON.stringify(call.arguments);
+        for (const call of chunk.toolCalls) this.relayedText.add(call.name + JSON.stringify(call.arguments));
         const delta: ChatEvent = { type: 'delta', content: chunk.content };
         if (chunk.thinking) delta.thinking = chunk.thinking;
         if (chunk.toolCalls.length) delta.toolCalls = chunk.toolCalls;
@@ -257,7 +259,7 @@ class RelayedAnswer implements ChatEvents {
     // Ollama omits zero counts; tiktoken fills in what it left out.
     const usage: Usage = {
       promptTokens: chunk.promptEvalCount ?? generation.promptTokens(),
-      completionTokens: chunk.evalCount ?? countTokens(this.relayedText, this.encoding),
+      completionTokens: chunk.evalCount ?? countTokens(this.relayedText.value, this.encoding),
     };
     this.end();
     this.finished = true;
@@ -286,7 +288,7 @@ class RelayedAnswer implements ChatEvents {
   /** Ends the generation as failed, billing what was relayed: its tokens, plus the prompt that produced them. */
   private fail(err: unknown, clientLeft: boolean): GatewayError {
     if (this.end()) {
-      const completionTokens = countTokens(this.relayedText, this.encoding);
+      const completionTokens = countTokens(this.relayedText.value, this.encoding);
       // The prompt is billed once anything it produced reached the client.
       const relayedAnything = this.firstTokenAt !== null;
       this.failure = this.tab.fail(err, clientLeft, { promptTokens: relayedAnything ? this.generation.promptTokens() : 0, completionTokens });
@@ -301,18 +303,18 @@ class RelayedAnswer implements ChatEvents {
 
 /** Gathers a whole answer from its events. */
 async function collect(events: ChatEvents): Promise<ChatResult> {
-  let content = '';
-  let thinking = '';
+  const content = new FlatText();
+  const thinking = new FlatText();
   const toolCalls: ToolCall[] = [];
   for await (const batch of events) {
     for (const event of batch) {
       if (event.type === 'delta') {
-        content += event.content;
-        thinking += event.thinking ?? '';
+        content.add(event.content);
+        thinking.add(event.thinking ?? '');
         if (event.toolCalls) toolCalls.push(...event.toolCalls);
       } else {
         const finishReason: FinishReason = toolCalls.length && event.finishReason === 'stop' ? 'tool_calls' : event.finishReason;
-        return { content, thinking, toolCalls, finishReason, usage: event.usage, cost: event.cost, timings: event.timings };
+        return { content: content.value, thinking: thinking.value, toolCalls, finishReason, usage: event.usage, cost: event.cost, timings: event.timings };
       }
     }
   }
