@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Store, type UsageRecord } from '../db/store';
 import { GatewayError } from '../lib/errors';
-import { allotmentChecks, periodOf } from '../lib/limits/allotments';
+import { allotmentChecks, isoSeconds, periodOf } from '../lib/limits/allotments';
 import { Limits } from '../lib/limits/limits';
 import { RateLimiter } from '../lib/limits/rate-limiter';
 import type { Principal } from '../lib/types';
@@ -289,4 +289,15 @@ describe('allotments in the store', () => {
     store.setKeyLimits(key.clientKey, { rpm: null });
     expect(store.authenticateApiKey(key.apiKey)?.limits?.key.rpm).toBeNull();
   });
+});
+
+test('isoSeconds writes any time as Date does, without milliseconds, whatever it wrote before', () => {
+  // It keeps the last second it formatted: times in the same second, the next one, and far apart.
+  const times = [T0, T0 + 1, T0 + 999, T0 + 1000, T0 - 1, 0, -1, -1000, -1001, 999, 1_700_000_000_999];
+  for (let i = 0; i < 5000; i++) times.push(Math.floor(Math.sin(i) * 4e12) + (i % 7));
+  for (const at of times) {
+    const expected = new Date(at).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    expect({ at, iso: isoSeconds(at) }).toEqual({ at, iso: expected });
+    expect(isoSeconds(new Date(at))).toBe(expected);
+  }
 });
