@@ -43,6 +43,19 @@ describe('graceful shutdown', () => {
     expect(h.store.db.open).toBe(false);
   });
 
+  test("the last replies' metrics and access-log lines are written before close() resolves", async () => {
+    h.double.queue.push({ kind: 'reply', tokens: ['last ', 'words'] });
+    const running = chat('last');
+    await until(() => (h.double.generations()[1]?.linesSent ?? 0) >= 1, 'the answer to be under way');
+    const closing = h.server.close(20_000);
+    expect((await running).status).toBe(200);
+    await closing;
+    // Straight after close(), with no turn of the event loop between: what main.ts does next is
+    // finishing the log and exiting. The observers (server/edge.ts) must have run by then.
+    const text = await h.services.metrics.registry.metrics();
+    expect(text).toMatch(/gateway_requests_total\{route="covalid\.chat",status="200",model="[^"]*"\} 2\n/);
+  });
+
   test('an SSE stream in flight is relayed to its [DONE] before the process goes, and billed once', async () => {
     const key = h.createKey('streamer', 1);
     const words = Array.from({ length: 12 }, (_, i) => `s${i} `);
