@@ -376,6 +376,7 @@ export class Store {
 
   /** The principal for a client key + secret pair, or undefined (unknown, revoked, or wrong secret). */
   authenticateClient(clientKey: string, clientSecret: string): Principal | undefined {
+    this.lookups.checkNow();
     const row = this.lookups.get(`client:${clientKey}`, () => this.stmts.principalByClientKey.get(clientKey));
     // Hash and compare even when the key is unknown, so timing does not tell which half was wrong.
     const ok = secretMatches(clientSecret, row?.secretHash ?? DUMMY_HASH) && row !== undefined;
@@ -384,6 +385,7 @@ export class Store {
 
   /** The principal for an api_key bearer token, looked up by its hash. */
   authenticateApiKey(apiKey: string): Principal | undefined {
+    this.lookups.checkNow();
     const hash = hashSecret(apiKey);
     const row = this.lookups.get(`api:${hash.toString('base64')}`, () => this.stmts.principalByApiKeyHash.get(hash));
     return row ? stripHash(row) : undefined;
@@ -785,7 +787,7 @@ function isLocked(err: unknown): boolean {
 /**
  * Rows every request reads (its key, its model), kept until the database changes. Changes by another
  * connection — the admin CLI in its own process — show in `PRAGMA data_version`, checked once a
- * turn of the event loop (a few microseconds against the tens a join costs); this store's own key and model writes
+ * request (see `checkNow`; a few microseconds against the tens a join costs); this store's own key and model writes
  * clear the cache themselves, since data_version does not count a connection's own commits. Only
  * hits are kept, so made-up keys cannot grow it; it is bounded all the same.
  */
@@ -803,21 +805,29 @@ class LookupCache {
     this.dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
   }
 
-  get<T>(key: string, read: () => T | undefined): T | undefined {
+  /**
+   * Every request's first look-up (its key, in authenticate*) checks at once, so a request sees every
+   * commit made before it arrived, a revocation above all. The rest of the request (its model and
+   * balance, an `await` later, in the same turn) reuses that check, as do look-ups of no request
+   * made in the same turn: each is a read transaction (SQLite's file locks, 8-10 µs in the profile), and a request read them twice
+   * when the check was reset by a microtask. A review caught the first version, which left every
+   * check to once a turn: a request read in the turn after a check made in a check phase (a request
+   * the TurnBudget started there) was served a key revoked in between.
+   */
+  checkNow(): void {
     if (!this.checkedThisTurn) {
-      // Once per turn of the event loop: a request's key, model and balance are read in one (its
-      // await between auth and admission is a microtask, not a turn), and each check is a read
-      // transaction (SQLite's file locks, 8-10 µs in the profile). Another connection's commit seen
-      // a turn later is the same as one made a turn later — our own commits wait up to 20 ms — and
-      // a request arriving after it, read from its socket in a later turn, always checks again.
       this.checkedThisTurn = true;
       setImmediate(this.turnEnded);
-      const version = this.dataVersion.get() as number;
-      if (version !== this.seenVersion) {
-        this.entries.clear();
-        this.seenVersion = version;
-      }
     }
+    const version = this.dataVersion.get() as number;
+    if (version !== this.seenVersion) {
+      this.entries.clear();
+      this.seenVersion = version;
+    }
+  }
+
+  get<T>(key: string, read: () => T | undefined): T | undefined {
+    if (!this.checkedThisTurn) this.checkNow();
     if (this.entries.has(key)) return this.entries.get(key) as T;
     const value = read();
     if (value !== undefined) {

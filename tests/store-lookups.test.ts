@@ -4,14 +4,15 @@
  * (another connection on the file).
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Store } from '../db/store';
 
 /**
  * The next request: a new turn of the event loop. The store checks for other connections' changes
- * once a turn, so a change made by another connection shows from the next turn on (a request is read
- * from its socket in a turn of its own, after the one in which the change was seen to commit).
+ * at every request's authentication, and for other look-ups once a turn, so a change made by another
+ * connection shows from the next turn on, and to every request authenticated after it.
  */
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -62,6 +63,29 @@ describe('key and model look-ups', () => {
     cli.setModel({ name: 'house', ollamaModel: 'llama3.2', inputMicroPer1k: 3000 });
     await nextTurn();
     expect(server.listModels().find((m) => m.name === 'house')?.inputMicroPer1k).toBe(3000);
+  });
+
+  test('a request read from a socket after a revocation is refused, even in the turn after a check made in a check phase (review)', async () => {
+    const key = server.createKey({ name: 'late' });
+    let onData: (() => void) | undefined;
+    const listener = net.createServer((socket) => socket.on('data', () => onData?.()));
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const client = net.connect((listener.address() as net.AddressInfo).port, '127.0.0.1');
+    await new Promise((resolve) => client.once('connect', resolve));
+    try {
+      const seen = new Promise<unknown>((resolve) => {
+        onData = () => resolve(server.authenticateApiKey(key.apiKey)); // the poll phase: a new request
+      });
+      setImmediate(() => {
+        expect(server.authenticateApiKey(key.apiKey)).toBeDefined(); // a request the TurnBudget started (check phase)
+        expect(cli.revokeKey(key.clientKey)).toBe(true); // the admin CLI commits
+        client.write('GET / HTTP/1.1\r\n\r\n'); // and only then does a client send a request
+      });
+      expect(await seen).toBeUndefined();
+    } finally {
+      client.destroy();
+      await new Promise((resolve) => listener.close(resolve));
+    }
   });
 
   test("this store's own changes apply at once too (they do not move data_version)", () => {
