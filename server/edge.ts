@@ -32,9 +32,19 @@ export function edge(observers: readonly ReplyObserver[]): RequestHandler {
   const observeEnded = (): void => {
     const replies = ended;
     ended = [];
+    // An observer that throws is a bug and still takes the process down, as it did from 'close';
+    // but only once the batch's other replies have been observed.
+    let failure: { error: unknown } | undefined;
     for (const { req, res, startedNs, endedNs } of replies) {
-      for (const observe of observers) observe(req, res, startedNs, endedNs);
+      for (const observe of observers) {
+        try {
+          observe(req, res, startedNs, endedNs);
+        } catch (error) {
+          failure ??= { error };
+        }
+      }
     }
+    if (failure) throw failure.error;
   };
   return (req, res, next) => {
     const startedNs = process.hrtime.bigint();

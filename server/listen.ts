@@ -11,7 +11,10 @@ import { createExpressServer } from './express-server';
 export interface RunningServer {
   server: http.Server;
   url: string;
-  /** Resolves once every connection is closed: at once when idle, at the latest after `graceMs`. */
+  /**
+   * Resolves once every connection is closed (at once when idle, at the latest after `graceMs`) and
+   * every reply has been observed (logged, counted).
+   */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -44,9 +47,20 @@ export async function listen(app: Express, host: string, port: number): Promise<
       draining = true;
       // Replies not yet begun say `Connection: close`, so clients do not send another request here.
       for (const res of running) if (!res.headersSent) res.shouldKeepAlive = false;
-      return closeGracefully(server, graceMs);
+      // Then every reply's 'close' (a cut one's comes after the server's own) and one check phase,
+      // where server/edge.ts runs the reply observers: main.ts finishes the log and exits right after.
+      return closeGracefully(server, graceMs)
+        .then(() => everyReplyClosed(running))
+        .then(() => new Promise<void>((resolve) => setImmediate(resolve)));
     },
   };
+}
+
+function everyReplyClosed(running: ReadonlySet<http.ServerResponse>): Promise<void> {
+  if (running.size === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    for (const res of running) res.once('close', () => running.size === 0 && resolve());
+  });
 }
 
 function closeGracefully(server: http.Server, graceMs: number): Promise<void> {

@@ -36,9 +36,6 @@ async function main(): Promise<void> {
     void running
       .close(config.SHUTDOWN_GRACE_MS)
       .then(() => closeServices(services))
-      // The last replies' access-log lines are written in a check phase (server/edge.ts); one that
-      // ended as its connection was cut may still be queued there. An immediate runs after it.
-      .then(() => new Promise<void>((resolve) => setImmediate(resolve)))
       // The log's last batch may be mid-write: process.exit() would lose it. At most 2 s: past that
       // stdout is not being read, and what it still holds is given up rather than the exit.
       .then(() => finishLog(logger))

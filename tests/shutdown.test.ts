@@ -2,12 +2,40 @@
  * Graceful shutdown, in-process (what main.ts does on SIGTERM/SIGINT): stop accepting, let running
  * requests finish within the grace period, cut the rest (Ollama is aborted), close the database.
  */
+import http from 'node:http';
+import express from 'express';
+import { edge } from '../server/edge';
+import { listen } from '../server/listen';
 import { until } from './support/until';
 import { startHarness, type Harness } from './support/harness';
 import { closeServices } from '../server/services';
 import { Store } from '../db/store';
 
 jest.setTimeout(30_000);
+
+test('a reply that finishes during a graceful close is observed by the time close() resolves (review)', async () => {
+  // main.ts goes on from close() to finishing the log and exiting, possibly within the same turn.
+  const seen: number[] = [];
+  const app = express();
+  app.use(edge([(_req, res) => seen.push(res.headersSent ? res.statusCode : 499)]));
+  let reached!: () => void;
+  const inHandler = new Promise<void>((resolve) => (reached = resolve));
+  app.get('/slow', (_req, res) => {
+    reached();
+    setTimeout(() => res.status(401).json({ error: 'no' }), 100); // no Ollama involved
+  });
+  const server = await listen(app, '127.0.0.1', 0);
+  const got = new Promise<number>((resolve, reject) =>
+    http.get(`${server.url}/slow`, (r) => {
+      r.resume();
+      resolve(r.statusCode ?? 0);
+    }).on('error', reject),
+  );
+  await inHandler;
+  await server.close(5_000);
+  expect(seen).toEqual([401]);
+  expect(await got).toBe(401);
+});
 
 describe('graceful shutdown', () => {
   let h: Harness;
