@@ -3,6 +3,7 @@
  * requests finish within the grace period, cut the rest (Ollama is aborted), close the database.
  */
 import http from 'node:http';
+import net from 'node:net';
 import express from 'express';
 import { edge } from '../server/edge';
 import { listen } from '../server/listen';
@@ -35,6 +36,28 @@ test('a reply that finishes during a graceful close is observed by the time clos
   await server.close(5_000);
   expect(seen).toEqual([401]);
   expect(await got).toBe(401);
+});
+
+test('close() still resolves with a pipelined request queued behind one that never answers (review)', async () => {
+  const seen: string[] = [];
+  const app = express();
+  app.use(edge([(req) => seen.push(req.url)]));
+  app.get('/slow', () => undefined); // never answers: cut at the end of the grace period
+  app.get('/fast', (_req, res) => res.send('ok'));
+  const server = await listen(app, '127.0.0.1', 0);
+  const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+  socket.on('error', () => undefined);
+  await new Promise((resolve) => socket.once('connect', resolve));
+  // Two requests in one write: the second's reply waits for the first's, with no socket of its own.
+  socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const outcome = await Promise.race([
+    server.close(300).then(() => 'resolved'),
+    new Promise((resolve) => setTimeout(() => resolve('hung'), 5_000)),
+  ]);
+  expect(outcome).toBe('resolved');
+  expect(seen).toEqual(['/slow']); // the cut reply is observed; the queued one never started
+  socket.destroy();
 });
 
 describe('graceful shutdown', () => {
