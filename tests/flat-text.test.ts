@@ -26,6 +26,9 @@ test('gives back exactly the concatenation of its pieces, across many flattening
   for (const [seed, count] of [
     [1, 0],
     [2, 1],
+    [7, 15],
+    [8, 16],
+    [9, 17],
     [3, 255],
     [4, 256],
     [5, 257],
@@ -54,4 +57,19 @@ test('half of a surrogate pair in one piece and half in the next stays one chara
   }
   expect(text.value).toBe(emoji.repeat(600));
   expect([...text.value]).toHaveLength(600);
+});
+
+test('pieces long enough to be slices of their lines come back exactly, in any mix with short ones', () => {
+  const random = seeded(11);
+  const text = new FlatText();
+  let expected = '';
+  for (let i = 0; i < 3000; i++) {
+    // A slice, as the line parser cuts a token of 13 characters or more from its line.
+    const line = `{"content":"${'x'.repeat(Math.floor(random() * 30))}${i}é"}`;
+    const piece = random() < 0.5 ? line.slice(12, -2) : randomPiece(random);
+    text.add(piece);
+    expected += piece;
+    if (i % 499 === 0) expect(text.value).toBe(expected);
+  }
+  expect(text.value).toBe(expected);
 });
