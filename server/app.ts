@@ -46,7 +46,7 @@ export function createApp(services: Services, options: AppOptions = {}): Express
   app.set('trust proxy', false);
   // How long a reply may sit unread before its connection is closed (server/unread-reply.ts).
   app.set(STALL_MS_SETTING, services.config.SSE_STALL_MS);
-  app.use(edge([services.metrics.observeReply, accessLog(services.logger)]));
+  app.use(edge([services.metrics.observeReply, accessLog(services.logger)], services.turns));
 
   const openai = openaiRoutes(services);
   const covalid = covalidRoutes(services);

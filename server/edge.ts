@@ -6,6 +6,7 @@
 import type { Request, RequestHandler, Response } from 'express';
 import { startRequest } from './context';
 import { SECURITY_HEADERS } from './security-headers';
+import type { TurnBudget } from './turn-budget';
 
 /**
  * Told once a reply is finished or cut; `startedNs` is `process.hrtime.bigint()` at its arrival and
@@ -20,7 +21,12 @@ interface EndedReply {
   endedNs: bigint;
 }
 
-export function edge(observers: readonly ReplyObserver[]): RequestHandler {
+/**
+ * With `turns`, routing waits for room in the turn's budget (server/turn-budget.ts): a burst of
+ * arrivals is routed a few at a time, between the running streams' reads. The request is stamped,
+ * given its id and headers, and watched for its end on arrival all the same.
+ */
+export function edge(observers: readonly ReplyObserver[], turns?: TurnBudget): RequestHandler {
   const headers = new Map(SECURITY_HEADERS);
   /**
    * Replies that ended in this turn of the event loop. Their observers run in its check phase, after
@@ -54,6 +60,7 @@ export function edge(observers: readonly ReplyObserver[]): RequestHandler {
       if (ended.length === 0) setImmediate(observeEnded);
       ended.push({ req, res, startedNs, endedNs: process.hrtime.bigint() });
     });
-    next();
+    if (turns) turns.run(() => next());
+    else next();
   };
 }

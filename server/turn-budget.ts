@@ -6,6 +6,10 @@
  * event-loop turn while every running stream's next token waits behind it. Requests start at once
  * while this turn has spent less than `budgetMs` on starting requests; past that they wait for the
  * next turn, after the pending network reads — the tokens — have been relayed.
+ *
+ * Used twice a request: at the edge, before routing and reading the body (server/edge.ts), and once
+ * the body is in, before the synchronous start (server/dialects/shared.ts). Only Node's own parsing of
+ * a new connection and its headers runs outside it.
  */
 export class TurnBudget {
   private readonly budgetNs: bigint;

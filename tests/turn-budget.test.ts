@@ -2,6 +2,8 @@
  * The per-turn budget for starting requests: within budget they start at once; past it they wait for
  * a later turn, in arrival order, so pending network reads (running streams' tokens) go first.
  */
+import type { Request, Response } from 'express';
+import { edge } from '../server/edge';
 import { TurnBudget } from '../server/turn-budget';
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -65,5 +67,47 @@ describe('TurnBudget', () => {
     await nextTurn();
     await nextTurn();
     expect(started).toEqual(['first', 'second', 'third']);
+  });
+});
+
+describe('the edge under a turn budget', () => {
+  /** Just what the edge touches of a request and a reply. */
+  const fakeExchange = () => {
+    const headers = new Map<string, unknown>();
+    const req = { headers: {} } as unknown as Request;
+    const res = {
+      locals: {},
+      setHeader: (name: string, value: unknown) => headers.set(name.toLowerCase(), value),
+      setHeaders: (all: Map<string, unknown>) => all.forEach((value, name) => headers.set(name.toLowerCase(), value)),
+      once: () => undefined,
+    } as unknown as Response;
+    return { req, res, headers };
+  };
+
+  test("a burst's requests are routed a budget at a time, in order, each stamped on arrival", async () => {
+    const handle = edge([], new TurnBudget(0));
+    const routed: number[] = [];
+    const exchanges = [0, 1, 2].map(() => fakeExchange());
+    exchanges.forEach(({ req, res }, i) => handle(req, res, () => routed.push(i)));
+    // The first is routed at once; the others wait for later turns, where running streams' reads come first.
+    expect(routed).toEqual([0]);
+    // Every request has its id and security headers from its arrival, routed or not.
+    for (const { res, headers } of exchanges) {
+      expect(headers.get('x-request-id')).toMatch(/^req_[0-9a-f]{32}$/);
+      expect(headers.get('x-content-type-options')).toBe('nosniff');
+      expect((res.locals as { startedAt?: number }).startedAt).toEqual(expect.any(Number));
+    }
+    for (let turn = 0; turn < 10 && routed.length < 3; turn++) await nextTurn();
+    expect(routed).toEqual([0, 1, 2]);
+  });
+
+  test('without a budget every request is routed at once', () => {
+    const handle = edge([]);
+    const routed: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { req, res } = fakeExchange();
+      handle(req, res, () => routed.push(i));
+    }
+    expect(routed).toEqual([0, 1, 2]);
   });
 });
