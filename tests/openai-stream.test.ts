@@ -107,6 +107,19 @@ describe('POST /v1/chat/completions (streaming)', () => {
     expect(h.double.generations().slice(-4).every((g) => g.completed && !g.aborted)).toBe(true);
   });
 
+  test('a connection to Ollama idle for longer than Node servers keep one is still reused', async () => {
+    // Ollama keeps idle connections open (no server timeouts); the gateway's pool keeps them 30 s.
+    const ask = () => postJson(url(), { model: 'covalid-1.0', messages: [{ role: 'user', content: 'idle' }], stream: true }, bearer());
+    expect((await ask()).status).toBe(200);
+    await until(() => h.double.generations().at(-1)?.completed === true, 'the double to finish its answer');
+    const opened = h.double.connectionsOpened;
+    await new Promise((resolve) => setTimeout(resolve, 6_000)); // past Node's 5 s keep-alive default
+    const res = await ask();
+    expect(res.status).toBe(200);
+    expect(res.text.endsWith('data: [DONE]\n\n')).toBe(true);
+    expect(h.double.connectionsOpened).toBe(opened);
+  }, 15_000);
+
   test('the headers do not wait for the first line with text', async () => {
     h.double.queue.push({ kind: 'reply', tokens: ['', 'late'] });
     h.double.options.tokenDelayMs = 800;

@@ -553,6 +553,11 @@ export async function startOllamaDouble(options: DoubleOptions = {}): Promise<Ol
     };
   }
 
+  // Ollama's server is Go's `http.Server{}` with no timeouts set (ollama-protocol.md §2, "No server
+  // read/write timeouts"): an idle keep-alive connection stays open until its client closes it. Node's
+  // server would close one after 5 s idle, making a client that keeps its connections reconnect.
+  server.keepAliveTimeout = 0;
+  server.requestTimeout = 0;
   server.on('connection', (socket) => {
     socket.setNoDelay(true);
     connectionsOpened++;
