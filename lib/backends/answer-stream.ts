@@ -94,7 +94,10 @@ export class AnswerStream<T> implements Dispatcher.DispatchHandler, BatchSource<
     if (this.cancelledByUs) controller.abort(cancelled());
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
+    // The controller is kept for the answer's life (pause, resume, abort) and would keep the raw
+    // header Buffers with it, ~0.7 KB a stream in flight (npm run bench:heap); nothing here reads them.
+    controller.rawHeaders = null;
     if (statusCode < 200) return; // 1xx: informational, the real answer follows
     this.status = statusCode;
     if (statusCode >= 300) this.errorBody = [];
