@@ -4,7 +4,7 @@
  * exactly one settlement after, whatever way the request ends.
  */
 import { GatewayError, toGatewayError } from './errors';
-import type { Limits, TokenHold } from './limits/limits';
+import type { Limits, ModelAllowance, TokenHold } from './limits/limits';
 import { capCost, costOf, type Prices } from './pricing';
 import type { Cost, ModelEntry, Principal, Usage } from './types';
 import type { Reservation, UsageRecord } from '../db/store';
@@ -69,8 +69,8 @@ export class Metering {
   }
 
   /** 403 when the key's allow-list lacks this public model name. Cheap: run it before resolving the model. */
-  assertModelAllowed(principal: Principal, modelName: string): void {
-    this.options.limits?.assertModelAllowed(principal, modelName);
+  assertModelAllowed(principal: Principal, modelName: string): ModelAllowance {
+    return this.options.limits?.assertModelAllowed(principal, modelName) ?? 'exact';
   }
 
   /**

@@ -3,6 +3,7 @@
  * names at price zero.
  */
 import { GatewayError } from './errors';
+import { modelForbidden } from './limits/limits';
 import { sameModel, type BackendPool } from './backends/pool';
 import type { ModelEntry } from './types';
 
@@ -36,6 +37,18 @@ export class ModelCatalog {
     const untagged = listed.endsWith(':latest') ? listed.slice(0, -':latest'.length) : undefined;
     const asListed = name.toLowerCase() === listed.toLowerCase();
     return ollamaOwnModel(asListed || untagged === undefined ? listed : untagged);
+  }
+
+  /**
+   * For a request an allow-list names only in another spelling (Limits.assertModelAllowed), a 403
+   * unless an entry means the model the name resolved to: an entry that is an alias's name means that
+   * alias, as written; any other entry means Ollama's own model of that name, in any spelling. So an
+   * alias `llama3.2` (for another model) on the list does not allow `Llama3.2`, Ollama's llama3.2.
+   */
+  assertAllowed(allowed: readonly string[], model: ModelEntry, asked: string): void {
+    const means = (entry: string) =>
+      this.table.getModel(entry) !== undefined ? model.configured && model.name === entry : !model.configured && sameModel(entry, model.name);
+    if (!allowed.some(means)) throw modelForbidden(asked);
   }
 
   /** Every public model: the table's entries, then Ollama's models not shadowed by an alias. */

@@ -134,6 +134,63 @@ describe('priced aliases and listings, whatever the spelling (review)', () => {
     }
   });
 
+  test("a key's allow-list names Ollama's models in any spelling, as Ollama does", async () => {
+    const g = await startHarness();
+    try {
+      const untagged = g.createKey('untagged', 100);
+      g.store.setKeyLimits(untagged.clientKey, { allowedModels: ['llama3.2'] });
+      const tagged = g.createKey('tagged', 100);
+      g.store.setKeyLimits(tagged.clientKey, { allowedModels: ['llama3.2:latest'] });
+      // Ollama is asked for the host's spelling, with or without `:latest` as the caller wrote it.
+      for (const [key, model, sent] of [
+        [untagged, 'Llama3.2', 'llama3.2'],
+        [untagged, 'LLAMA3.2:latest', 'llama3.2:latest'],
+        [tagged, 'LLAMA3.2', 'llama3.2'],
+        [tagged, 'llama3.2', 'llama3.2'],
+      ] as const) {
+        const before = g.double.generations().length;
+        const res = await ask(g, key, model);
+        expect(res.status).toBe(200);
+        expect(g.double.generations().length).toBe(before + 1);
+        expect(g.double.generations().at(-1)?.body?.model).toBe(sent);
+      }
+      const embedder = g.createKey('embedder', 100);
+      g.store.setKeyLimits(embedder.clientKey, { allowedModels: ['nomic-embed-text'] });
+      const embedded = await postJson(`${g.url}/v1/embeddings`, { model: 'Nomic-Embed-Text', input: 'hi' }, { Authorization: `Bearer ${embedder.apiKey}` });
+      expect(embedded.status).toBe(200);
+      expect(embedded.body.data[0].embedding.length).toBeGreaterThan(0);
+      // Another model stays refused, before anything is asked of Ollama.
+      const before = g.double.generations().length;
+      const refused = await ask(g, untagged, 'Qwen3:8b');
+      expect(refused.status).toBe(403);
+      expect(refused.body.error.message).toBe("This key may not use the model 'Qwen3:8b'.");
+      expect(g.double.generations().length).toBe(before);
+    } finally {
+      await g.close();
+    }
+  });
+
+  test('an alias on an allow-list is that alias as written: another spelling, which is Ollama\'s model of that name, is refused', async () => {
+    const g = await startHarness();
+    try {
+      g.store.setModel({ name: 'llama3.2', ollamaModel: 'qwen3:8b', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+      const key = g.createKey('alias-only', 100);
+      g.store.setKeyLimits(key.clientKey, { allowedModels: ['llama3.2'] });
+      const alias = await ask(g, key, 'llama3.2');
+      expect(alias.status).toBe(200);
+      expect(g.double.generations().at(-1)?.body?.model).toBe('qwen3:8b');
+      const before = g.double.generations().length;
+      for (const model of ['Llama3.2', 'llama3.2:latest', 'LLAMA3.2:LATEST']) {
+        const res = await ask(g, key, model);
+        expect(res.status).toBe(403);
+        expect(res.body.error.message).toBe(`This key may not use the model '${model}'.`);
+      }
+      expect(g.double.generations().length).toBe(before);
+    } finally {
+      await g.close();
+    }
+  });
+
   test('ai-now /models does not list a model as free under a name it is billed at', async () => {
     const g = await startHarness();
     try {

@@ -4,10 +4,19 @@
  * credit allotments the reservation must hold. The limits themselves come fresh from SQLite with the
  * principal on every request, so a change made with the CLI applies from the next request on.
  */
+import { sameModel } from '../backends/pool';
 import { GatewayError } from '../errors';
 import type { Principal } from '../types';
 import { allotmentChecks, isoSeconds, type AllotmentCheck } from './allotments';
 import { RateLimiter, type LimitSpec, type WindowState } from './rate-limiter';
+
+/** How a key's allow-list names a requested model (Limits.assertModelAllowed). */
+export type ModelAllowance = 'exact' | 'spelling';
+
+/** The refusal of a model a key's allow-list does not name. */
+export function modelForbidden(model: string): GatewayError {
+  return new GatewayError('forbidden', `This key may not use the model '${model}'.`, { param: 'model' });
+}
 
 export interface LimitsOptions {
   /** The clock (epoch ms); tests move it to cross minute windows and UTC midnight. */
@@ -76,12 +85,18 @@ export class Limits {
     return rateLimitHeaders(state);
   }
 
-  /** 403 when the key has an allow-list without this public model name. */
-  assertModelAllowed(principal: Principal, model: string): void {
+  /**
+   * 403 when the key's allow-list cannot name this model. `'exact'` when it names it as written (or
+   * there is no list); `'spelling'` when an entry names it only in another case or with or without
+   * `:latest`, which Ollama takes as the same model: the model it resolves to then decides
+   * (ModelCatalog.assertAllowed). Cheap, and run before resolving: a key learns nothing of models it
+   * may not use.
+   */
+  assertModelAllowed(principal: Principal, model: string): ModelAllowance {
     const allowed = principal.allowedModels;
-    if (allowed != null && !allowed.includes(model)) {
-      throw new GatewayError('forbidden', `This key may not use the model '${model}'.`, { param: 'model' });
-    }
+    if (allowed == null || allowed.includes(model)) return 'exact';
+    if (allowed.some((entry) => sameModel(entry, model))) return 'spelling';
+    throw modelForbidden(model);
   }
 
   /**
