@@ -40,15 +40,28 @@ export class ModelCatalog {
   }
 
   /**
-   * For a request an allow-list names only in another spelling (Limits.assertModelAllowed), a 403
-   * unless an entry means the model the name resolved to: an entry that is an alias's name means that
-   * alias, as written; any other entry means Ollama's own model of that name, in any spelling. So an
-   * alias `llama3.2` (for another model) on the list does not allow `Llama3.2`, Ollama's llama3.2.
+   * The model for a request an allow-list names only in another spelling (Limits.assertModelAllowed:
+   * another case, with or without `:latest`), or a 403. An entry that is an alias's name means that
+   * alias; another spelling reaches it only when it prices an Ollama model under that model's own name
+   * (`qwen3:8b → qwen3:8b`). Any other entry means Ollama's own model of that name, in any spelling,
+   * priced or not. So an alias `llama3.2` for another model does not allow `Llama3.2` (Ollama's
+   * llama3.2). Entries no spelling could reach refuse before anything is resolved: what the answer says
+   * of a model the key may not use must not depend on what Ollama has.
    */
-  assertAllowed(allowed: readonly string[], model: ModelEntry, asked: string): void {
+  async resolveAllowed(allowed: readonly string[], name: string): Promise<ModelEntry> {
+    const reachable = allowed.filter((entry) => {
+      if (!sameModel(entry, name)) return false;
+      const alias = this.table.getModel(entry);
+      return alias === undefined || sameModel(alias.name, alias.ollamaModel);
+    });
+    if (reachable.length === 0) throw modelForbidden(name);
+    const model = await this.resolve(name);
     const means = (entry: string) =>
-      this.table.getModel(entry) !== undefined ? model.configured && model.name === entry : !model.configured && sameModel(entry, model.name);
-    if (!allowed.some(means)) throw modelForbidden(asked);
+      this.table.getModel(entry) !== undefined
+        ? model.configured && model.name === entry
+        : sameModel(entry, model.name) && (!model.configured || sameModel(model.ollamaModel, model.name));
+    if (!reachable.some(means)) throw modelForbidden(name);
+    return model;
   }
 
   /** Every public model: the table's entries, then Ollama's models not shadowed by an alias. */

@@ -120,7 +120,7 @@ describe('Limits (admission rules)', () => {
     expect(() => limits.assertModelAllowed(principal({ allowedModels: ['a', 'b'] }), 'c')).toThrow("This key may not use the model 'c'.");
     expect(limits.assertModelAllowed(principal({ allowedModels: ['a', 'b'] }), 'b')).toBe('exact');
     expect(limits.assertModelAllowed(principal({ allowedModels: null }), 'c')).toBe('exact');
-    // Named only in another spelling: the resolved model decides (ModelCatalog.assertAllowed).
+    // Named only in another spelling: the resolved model decides (ModelCatalog.resolveAllowed).
     expect(limits.assertModelAllowed(principal({ allowedModels: ['llama3.2'] }), 'Llama3.2:latest')).toBe('spelling');
     expect(() => limits.assertModelAllowed(principal({ allowedModels: ['llama3.2'] }), 'llama3.3')).toThrow("This key may not use the model 'llama3.3'.");
     expect(() => limits.assertNotExpired(principal({ expiresAt: '2031-03-31T23:58:30.000Z' }))).toThrow(/expired/);

@@ -191,6 +191,53 @@ describe('priced aliases and listings, whatever the spelling (review)', () => {
     }
   });
 
+  test('aliases on an allow-list no other spelling can reach are refused before the name is looked up (review)', async () => {
+    const g = await startHarness();
+    try {
+      g.store.setModel({ name: 'mine', ollamaModel: 'qwen3:8b', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+      g.store.setModel({ name: 'llama3.2', ollamaModel: 'qwen3:8b', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+      const key = g.createKey('aliases', 100);
+      g.store.setKeyLimits(key.clientKey, { allowedModels: ['mine', 'llama3.2'] });
+      // 'MINE' is no model at all and 'LLAMA3.2' is Ollama's: the same refusal tells the key nothing.
+      for (const model of ['MINE', 'LLAMA3.2']) {
+        const res = await ask(g, key, model);
+        expect(res.status).toBe(403);
+        expect(res.body.error.message).toBe(`This key may not use the model '${model}'.`);
+      }
+      expect(g.double.generations()).toHaveLength(0);
+    } finally {
+      await g.close();
+    }
+  });
+
+  test("an Ollama name on an allow-list allows that model in any spelling when an alias prices it under its own name (review)", async () => {
+    const g = await startHarness();
+    try {
+      const balanceAfter = async (key: ReturnType<Harness['createKey']>, model: string) => {
+        const res = await ask(g, key, model);
+        expect(res.status).toBe(200);
+        expect(g.double.generations().at(-1)?.body?.model).toBe('qwen3:8b');
+        return balance(g, key.org.id);
+      };
+      g.store.setModel({ name: 'QWEN3:8B', ollamaModel: 'qwen3:8b', inputMicroPer1k: 1_000_000, outputMicroPer1k: 1_000_000 });
+      const key = g.createKey('ollama-name', 100);
+      g.store.setKeyLimits(key.clientKey, { allowedModels: ['qwen3:8b'] });
+      let before = balance(g, key.org.id);
+      for (const model of ['qwen3:8b', 'Qwen3:8b', 'QWEN3:8B']) {
+        const after = await balanceAfter(key, model);
+        expect(after).toBeLessThan(before); // priced through the alias, whichever spelling
+        before = after;
+      }
+      // The alias's own name on a list: reached by the spellings of the model it prices.
+      const aliasKey = g.createKey('alias-name', 100);
+      g.store.setKeyLimits(aliasKey.clientKey, { allowedModels: ['QWEN3:8B'] });
+      before = balance(g, aliasKey.org.id);
+      expect(await balanceAfter(aliasKey, 'qwen3:8b')).toBeLessThan(before);
+    } finally {
+      await g.close();
+    }
+  });
+
   test('ai-now /models does not list a model as free under a name it is billed at', async () => {
     const g = await startHarness();
     try {

@@ -88,8 +88,8 @@ export class Limits {
   /**
    * 403 when the key's allow-list cannot name this model. `'exact'` when it names it as written (or
    * there is no list); `'spelling'` when an entry names it only in another case or with or without
-   * `:latest`, which Ollama takes as the same model: the model it resolves to then decides
-   * (ModelCatalog.assertAllowed). Cheap, and run before resolving: a key learns nothing of models it
+   * `:latest`, which Ollama takes as the same model: the catalog then decides
+   * (ModelCatalog.resolveAllowed). Cheap, and run before resolving: a key learns nothing of models it
    * may not use.
    */
   assertModelAllowed(principal: Principal, model: string): ModelAllowance {
