@@ -20,12 +20,16 @@ export function bytesOf(size: string): number {
 
 const tooLarge = (limit: number) => new GatewayError('payload_too_large', `The request body is larger than the limit of ${limit} bytes.`);
 const notJson = () => new GatewayError('invalid_request', 'The request body is not valid JSON.');
+const cutOff = () => new GatewayError('invalid_request', 'The request body was cut off.');
 
 /** The body's bytes, refused as soon as they pass `limit` (by Content-Length, before any is read). */
 function readBytes(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
     if (declared > limit) return reject(tooLarge(limit));
+    // The client left while the request waited for a turn (server/turn-budget.ts): its stream is
+    // destroyed already and will emit neither 'end' nor 'aborted' again.
+    if (req.destroyed) return reject(cutOff());
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
@@ -44,7 +48,7 @@ function readBytes(req: IncomingMessage, limit: number): Promise<Buffer> {
     // The client went away mid-body; nobody will read the reply, but the request must not hang.
     const onAborted = () => {
       cleanup();
-      reject(new GatewayError('invalid_request', 'The request body was cut off.'));
+      reject(cutOff());
     };
     const cleanup = () => {
       req.off('data', onData);

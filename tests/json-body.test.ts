@@ -100,3 +100,32 @@ test('gzip, deflate and br bodies are inflated, and held to the limit once infla
   expect(await send('not gzip', { 'content-encoding': 'gzip' })).toEqual({ status: 400, json: { code: 'invalid_request', message: 'The request body is not valid gzip data.' } });
   expect(await send('{}', { 'content-encoding': 'zstd' })).toMatchObject({ status: 400, json: { message: expect.stringMatching(/Unsupported Content-Encoding "zstd"/) } });
 });
+
+test('a request whose client left before the body was read (it waited for a turn) is refused, not left hanging', async () => {
+  let settle: (outcome: string) => void = () => undefined;
+  const outcome = new Promise<string>((resolve) => (settle = resolve));
+  const late = http.createServer((req) => {
+    // Read only once the client is gone, as a request held back by the turn budget is.
+    req.socket.once('close', () =>
+      setImmediate(() => {
+        readJsonBody(req, LIMIT).then(
+          () => settle('read'),
+          (err: unknown) => settle((err as GatewayError).message),
+        );
+        setTimeout(() => settle('still waiting after 1 s'), 1_000).unref();
+      }),
+    );
+  });
+  await new Promise<void>((resolve) => late.listen(0, '127.0.0.1', resolve));
+  const { port } = late.address() as AddressInfo;
+  const client = http.request({ port, host: '127.0.0.1', method: 'POST', headers: { 'content-type': 'application/json' } });
+  client.on('error', () => undefined);
+  client.end('{"a":1}');
+  setTimeout(() => client.destroy(), 50);
+  try {
+    expect(await outcome).toBe('The request body was cut off.');
+  } finally {
+    late.closeAllConnections();
+    await new Promise<void>((resolve) => late.close(() => resolve()));
+  }
+});
