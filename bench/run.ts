@@ -206,12 +206,15 @@ function render(rows: Array<{ name: string; conns: number; stats: RunStats; all:
       // The first pace is the realistic one the target is for; the later ones are stress runs.
       const target = index === 0 ? '≤ 5 ms' : '(stress run: saturates the machine)';
       const delays = (hop: 'proxy' | 'gateway', steady: boolean) => perRound(streamRounds.map((r) => addedDelay(r, hop, steady)), 1);
+      // What the gateway adds beyond a hop that only forwards bytes: the same machine, the same round.
+      const beyondProxy = (steady: boolean) => perRound(streamRounds.map((r) => addedDelay(r, 'gateway', steady) - addedDelay(r, 'proxy', steady)), 1);
       const errors = (hop: keyof StreamRound) => streamRounds.reduce((sum, r) => sum + r[hop].errors, 0);
       return [
         `| ${STREAMS} concurrent streams (${STREAM_TOKENS} tokens, ${delayMs} ms apart): delay added to a token (transit p99 over direct's, round by round), gateway | ${delays('gateway', false)} ms | ${target} |`,
         `| the same, the minimal proxy | ${delays('proxy', false)} ms | |`,
         `| the same once all ${STREAMS} are running (after the last first token), gateway | ${delays('gateway', true)} ms | ${target} |`,
         `| the same once all are running, the minimal proxy | ${delays('proxy', true)} ms | |`,
+        `| the gateway's transit p99 over the minimal proxy's, round by round: whole run; once all are running | ${beyondProxy(false)} ms; ${beyondProxy(true)} ms | |`,
         `| median round: a token's transit, from the double's write to the client's read: p50 / p99 / max, direct; proxy; gateway | ${[direct, proxy, gateway].map((r) => `${f(r.transitP50Ms, 1)} / ${f(r.transitP99Ms, 1)} / ${f(r.transitMaxMs, 1)}`).join('; ')} ms | |`,
         `| median round: gap between data p99 / max, direct; proxy; gateway (includes the double's own pace under load) | ${[direct, proxy, gateway].map((r) => `${f(r.gapP99Ms, 1)} / ${f(r.gapMaxMs, 1)}`).join('; ')} ms | |`,
         `| a fresh gateway's first ${STREAMS} streams (before the measured rounds), over the median round's direct p99 | ${f(sub(cold.transitP99Ms, direct.transitP99Ms), 1)} ms; once all are running ${f(sub(cold.steadyTransitP99Ms, direct.steadyTransitP99Ms), 1)} ms; errors ${cold.errors} | |`,
