@@ -56,12 +56,23 @@ export class ModelCatalog {
     });
     if (reachable.length === 0) throw modelForbidden(name);
     const model = await this.resolve(name);
-    const means = (entry: string) =>
-      this.table.getModel(entry) !== undefined
-        ? model.configured && model.name === entry
-        : sameModel(entry, model.name) && (!model.configured || sameModel(model.ollamaModel, model.name));
-    if (!reachable.some(means)) throw modelForbidden(name);
+    if (!reachable.some((entry) => this.entryMeans(entry, model))) throw modelForbidden(name);
     return model;
+  }
+
+  /**
+   * Whether a key with this allow-list (null: none) may use a listed model, so listings show a key
+   * the models it can use: one named as listed, or in another spelling as resolveAllowed has it.
+   */
+  allows(allowed: readonly string[] | null | undefined, model: ModelEntry): boolean {
+    return allowed == null || allowed.some((entry) => entry === model.name || this.entryMeans(entry, model));
+  }
+
+  /** Whether an allow-list entry means this model (see resolveAllowed). */
+  private entryMeans(entry: string, model: ModelEntry): boolean {
+    return this.table.getModel(entry) !== undefined
+      ? model.configured && model.name === entry
+      : sameModel(entry, model.name) && (!model.configured || sameModel(model.ollamaModel, model.name));
   }
 
   /** Every public model: the table's entries, then Ollama's models not shadowed by an alias. */

@@ -238,6 +238,38 @@ describe('priced aliases and listings, whatever the spelling (review)', () => {
     }
   });
 
+  test('listings show a key with an allow-list the models it may use, in every API shape', async () => {
+    const g = await startHarness();
+    try {
+      g.store.setModel({ name: 'cheap', ollamaModel: 'llama3.2', inputMicroPer1k: 1_000, outputMicroPer1k: 1_000 });
+      const key = g.createKey('listed', 100);
+      g.store.setKeyLimits(key.clientKey, { allowedModels: ['cheap', 'Qwen3:8b'] });
+      const auth = { Authorization: `Bearer ${key.apiKey}` };
+      const ids = async (path: string) => {
+        const res = await fetch(`${g.url}${path}`, { headers: auth });
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as { data: Array<{ id: string }> | { data: Array<{ id: string }> } };
+        const list = Array.isArray(body.data) ? body.data : body.data.data;
+        return list.map((m) => m.id).sort();
+      };
+      expect(await ids('/v1/models')).toEqual(['cheap', 'qwen3:8b']);
+      expect(await ids('/models')).toEqual(['cheap', 'qwen3:8b']);
+      expect(await ids('/api/v1/models')).toEqual(['cheap', 'qwen3:8b']);
+      expect((await fetch(`${g.url}/v1/models/qwen3:8b`, { headers: auth })).status).toBe(200);
+      const hidden = await fetch(`${g.url}/v1/models/llama3.2:latest`, { headers: auth });
+      expect(hidden.status).toBe(404);
+      // What is listed can be used.
+      for (const model of ['cheap', 'qwen3:8b']) expect((await ask(g, key, model)).status).toBe(200);
+      // A key without a list sees every model.
+      const open = g.createKey('open', 100);
+      const all = await fetch(`${g.url}/v1/models`, { headers: { Authorization: `Bearer ${open.apiKey}` } });
+      const every = ((await all.json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+      expect(every).toEqual(expect.arrayContaining(['cheap', 'qwen3:8b', 'llama3.2:latest', 'nomic-embed-text:latest']));
+    } finally {
+      await g.close();
+    }
+  });
+
   test('ai-now /models does not list a model as free under a name it is billed at', async () => {
     const g = await startHarness();
     try {

@@ -22,11 +22,14 @@ export interface AinowModel {
   outputCost: number;
 }
 
-/** Every public model with its prices: the model table's aliases, then Ollama's own models at 0. */
+/**
+ * Every public model with its prices: the model table's aliases, then Ollama's own models at 0; for a
+ * key with an allow-list, the models it may use.
+ */
 export async function modelsData(services: Services, req: Request, res: Response, route: string): Promise<{ data: AinowModel[] }> {
   locals(res).route = route;
-  authenticateApiKey(services, req, res);
-  const models = await services.catalog.list();
+  const principal = authenticateApiKey(services, req, res);
+  const models = (await services.catalog.list()).filter((m) => services.catalog.allows(principal.allowedModels, m));
   return {
     data: models.map((m) => ({ id: m.name, inputCost: microToCredits(m.inputMicroPer1k), outputCost: microToCredits(m.outputMicroPer1k) })),
   };

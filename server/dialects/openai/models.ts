@@ -1,10 +1,11 @@
 /**
  * `GET /v1/models` and `GET /v1/models/{id}`: the model table's aliases and Ollama's own models, as
- * OpenAI `model` objects. Secton's `?category=` filter and `?sort=name` are honoured.
+ * OpenAI `model` objects; for a key with an allow-list, the models it may use. Secton's `?category=`
+ * filter and `?sort=name` are honoured.
  */
 import { sameModel } from '../../../lib/backends/pool';
 import { GatewayError } from '../../../lib/errors';
-import type { ModelEntry } from '../../../lib/types';
+import type { ModelEntry, Principal } from '../../../lib/types';
 import type { Services } from '../../services';
 import { badParam } from './validation';
 
@@ -20,10 +21,11 @@ export interface OpenAIModel {
 /** Aliases have no date of their own; they take their Ollama model's, or the gateway's start. */
 const STARTED_AT = Math.floor(Date.now() / 1000);
 
-async function allModels(services: Services): Promise<Array<ModelEntry & { created: number }>> {
+/** The models this key may use (its allow-list, if it has one), with their dates. */
+async function allModels(services: Services, principal: Principal): Promise<Array<ModelEntry & { created: number }>> {
   const [entries, pulled] = await Promise.all([services.catalog.list(), services.pool.models().catch(() => [])]);
   const seconds = (iso: string | undefined) => (iso ? Math.floor(Date.parse(iso) / 1000) : NaN);
-  return entries.map((m) => {
+  return entries.filter((m) => services.catalog.allows(principal.allowedModels, m)).map((m) => {
     const own = pulled.find((p) => sameModel(p.name, m.ollamaModel));
     const created = seconds(m.createdAt ?? own?.modifiedAt);
     return { ...m, created: Number.isFinite(created) ? created : STARTED_AT };
@@ -40,21 +42,21 @@ function queryString(value: unknown, param: string): string | undefined {
   return value;
 }
 
-export async function listModels(services: Services, query: Record<string, unknown>): Promise<{ object: 'list'; data: OpenAIModel[] }> {
+export async function listModels(services: Services, principal: Principal, query: Record<string, unknown>): Promise<{ object: 'list'; data: OpenAIModel[] }> {
   const category = queryString(query['category'], 'category');
   if (category !== undefined && !(CATEGORIES as readonly string[]).includes(category)) {
     throw badParam('category', `Invalid value for 'category': expected one of ${CATEGORIES.join(', ')}.`);
   }
   const sort = queryString(query['sort'], 'sort');
   if (sort !== undefined && sort !== 'name') throw badParam('sort', "Invalid value for 'sort': only 'name' is supported.");
-  let models = await allModels(services);
+  let models = await allModels(services, principal);
   if (category) models = models.filter((m) => m.category === category);
   if (sort === 'name') models = [...models].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { object: 'list', data: models.map(toOpenAIModel) };
 }
 
-export async function retrieveModel(services: Services, id: string): Promise<OpenAIModel> {
-  const models = await allModels(services);
+export async function retrieveModel(services: Services, principal: Principal, id: string): Promise<OpenAIModel> {
+  const models = await allModels(services, principal);
   const found = models.find((m) => m.name === id) ?? models.find((m) => sameModel(m.name, id));
   if (!found) throw new GatewayError('model_not_found', `The model '${id}' does not exist.`, { param: 'model' });
   return toOpenAIModel(found);

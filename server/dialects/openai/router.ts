@@ -101,16 +101,16 @@ export function openaiRoutes(services: Services): { router: Router; direct: Dire
   });
 
   router.get(`${OPENAI_PREFIX}/models`, async (req, res) => {
-    begin(services, req, res, 'openai.models');
-    replyJson(res, await listModels(services, req.query as Record<string, unknown>));
+    const { principal } = begin(services, req, res, 'openai.models');
+    replyJson(res, await listModels(services, principal, req.query as Record<string, unknown>));
   });
 
   // Ids may hold slashes (`hf.co/user/model:tag`): the SDK sends them as %2F, curl users raw.
   router.get(`${OPENAI_PREFIX}/models/*id`, async (req, res) => {
-    begin(services, req, res, 'openai.models');
+    const { principal } = begin(services, req, res, 'openai.models');
     const segments = (req.params as Record<string, string[] | string>)['id'];
     const id = Array.isArray(segments) ? segments.join('/') : String(segments);
-    replyJson(res, await retrieveModel(services, id));
+    replyJson(res, await retrieveModel(services, principal, id));
   });
 
   return { router, direct };
