@@ -122,8 +122,7 @@ export class ChatService {
   /** The allow-list, the model, and whether this call may chat with it: every refusal that costs nothing. */
   private async resolve(ctx: CallContext, name: string): Promise<ModelEntry> {
     const allowance = this.metering.assertModelAllowed(ctx.principal, name);
-    const model =
-      allowance === 'spelling' ? await this.catalog.resolveAllowed(ctx.principal.allowedModels ?? [], name) : await this.catalog.resolve(name);
+    const model = await this.catalog.resolveAs(allowance, ctx.principal.allowedModels, name);
     if (!(ctx.categories ?? ['chat']).includes(model.category)) {
       throw new GatewayError('invalid_request', `The model '${model.name}' is a ${model.category} model and cannot chat.`, { param: 'model' });
     }

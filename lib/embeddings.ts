@@ -38,8 +38,7 @@ export class EmbeddingService {
 
   async embed(ctx: CallContext, modelName: string, inputs: string[]): Promise<EmbeddingResult> {
     const allowance = this.metering.assertModelAllowed(ctx.principal, modelName);
-    const model =
-      allowance === 'spelling' ? await this.catalog.resolveAllowed(ctx.principal.allowedModels ?? [], modelName) : await this.catalog.resolve(modelName);
+    const model = await this.catalog.resolveAs(allowance, ctx.principal.allowedModels, modelName);
     // A configured alias says what it is for; Ollama's own models can all embed through /api/embed.
     if (model.configured && model.category !== 'embedding') {
       throw new GatewayError('invalid_request', `The model '${model.name}' is a ${model.category} model, not an embedding model.`, { param: 'model' });

@@ -3,7 +3,7 @@
  * names at price zero.
  */
 import { GatewayError } from './errors';
-import { modelForbidden } from './limits/limits';
+import { modelForbidden, type ModelAllowance } from './limits/limits';
 import { sameModel, type BackendPool } from './backends/pool';
 import type { ModelEntry } from './types';
 
@@ -58,6 +58,11 @@ export class ModelCatalog {
     const model = await this.resolve(name);
     if (!reachable.some((entry) => this.entryMeans(entry, model))) throw modelForbidden(name);
     return model;
+  }
+
+  /** The model a key asks for by name, as Limits.assertModelAllowed said its allow-list names it. */
+  resolveAs(allowance: ModelAllowance, allowed: readonly string[] | null | undefined, name: string): Promise<ModelEntry> {
+    return allowance === 'spelling' ? this.resolveAllowed(allowed ?? [], name) : this.resolve(name);
   }
 
   /**

@@ -22,8 +22,9 @@ interface EndedReply {
 }
 
 /**
- * With `turns`, routing waits for room in the turn's budget (server/turn-budget.ts): a burst of
- * arrivals is routed a few at a time, between the running streams' reads. The request is stamped,
+ * With `turns`, routing of a request that can start work (not a GET or HEAD) waits for room in the
+ * turn's budget (server/turn-budget.ts): a burst of arrivals is routed a few at a time, between the
+ * running streams' reads. The request is stamped,
  * given its id and headers, and watched for its end on arrival all the same.
  */
 export function edge(observers: readonly ReplyObserver[], turns?: TurnBudget): RequestHandler {
@@ -60,7 +61,9 @@ export function edge(observers: readonly ReplyObserver[], turns?: TurnBudget): R
       if (ended.length === 0) setImmediate(observeEnded);
       ended.push({ req, res, startedNs, endedNs: process.hrtime.bigint() });
     });
-    if (turns) turns.run(() => next());
+    // Only requests that can start work wait: reads (health checks, listings, balances) answer at once,
+    // so a probe with a tight timeout is not held behind a burst.
+    if (turns && req.method !== 'GET' && req.method !== 'HEAD') turns.run(() => next());
     else next();
   };
 }

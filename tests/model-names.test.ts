@@ -260,6 +260,13 @@ describe('priced aliases and listings, whatever the spelling (review)', () => {
       expect(hidden.status).toBe(404);
       // What is listed can be used.
       for (const model of ['cheap', 'qwen3:8b']) expect((await ask(g, key, model)).status).toBe(200);
+      // Counting tokens for a model takes the same list.
+      const count = (model: string) => postJson(`${g.url}/tokens`, { text: 'hello there', model }, auth);
+      expect((await count('cheap')).status).toBe(200);
+      expect((await count('QWEN3:8B')).status).toBe(200);
+      const refused = await count('llama3.2');
+      expect(refused.status).toBe(403);
+      expect(JSON.stringify(refused.body)).toContain("This key may not use the model 'llama3.2'.");
       // A key without a list sees every model.
       const open = g.createKey('open', 100);
       const all = await fetch(`${g.url}/v1/models`, { headers: { Authorization: `Bearer ${open.apiKey}` } });

@@ -72,9 +72,9 @@ describe('TurnBudget', () => {
 
 describe('the edge under a turn budget', () => {
   /** Just what the edge touches of a request and a reply. */
-  const fakeExchange = () => {
+  const fakeExchange = (method = 'POST') => {
     const headers = new Map<string, unknown>();
-    const req = { headers: {} } as unknown as Request;
+    const req = { method, headers: {} } as unknown as Request;
     const res = {
       locals: {},
       setHeader: (name: string, value: unknown) => headers.set(name.toLowerCase(), value),
@@ -99,6 +99,16 @@ describe('the edge under a turn budget', () => {
     }
     for (let turn = 0; turn < 10 && routed.length < 3; turn++) await nextTurn();
     expect(routed).toEqual([0, 1, 2]);
+  });
+
+  test('reads (health checks, listings) are routed at once, even behind a burst', () => {
+    const handle = edge([], new TurnBudget(0));
+    const routed: string[] = [];
+    for (const method of ['POST', 'POST', 'GET', 'HEAD', 'POST']) {
+      const { req, res } = fakeExchange(method);
+      handle(req, res, () => routed.push(method));
+    }
+    expect(routed).toEqual(['POST', 'GET', 'HEAD']);
   });
 
   test('without a budget every request is routed at once', () => {

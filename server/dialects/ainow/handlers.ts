@@ -35,16 +35,21 @@ export async function modelsData(services: Services, req: Request, res: Response
   };
 }
 
-/** `{text, model?}` → `{tokens}` counted with tiktoken; a model picks its configured encoding. Free of charge. */
+/**
+ * `{text, model?}` → `{tokens}` counted with tiktoken; a model picks its configured encoding, and must be
+ * one the key's allow-list names, as for a chat. Free of charge.
+ */
 export async function tokensData(services: Services, req: Request, res: Response, route: string): Promise<{ tokens: number }> {
   locals(res).route = route;
-  authenticateApiKey(services, req, res);
+  const principal = authenticateApiKey(services, req, res);
   const { text, model } = fieldsOf(req.body);
   if (typeof text !== 'string') throw new GatewayError('invalid_request', '"text" must be a string.', { param: 'text' });
   if (model !== undefined && (typeof model !== 'string' || model === '')) {
     throw new GatewayError('invalid_request', '"model" must be a non-empty string when given.', { param: 'model' });
   }
-  const encoding = model === undefined ? undefined : ((await services.catalog.resolve(model)).tokenizer ?? undefined);
+  const resolve = async (name: string) =>
+    services.catalog.resolveAs(services.limits.assertModelAllowed(principal, name), principal.allowedModels, name);
+  const encoding = model === undefined ? undefined : ((await resolve(model)).tokenizer ?? undefined);
   return { tokens: countTokens(text, encoding) };
 }
 
